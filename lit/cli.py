@@ -1,0 +1,58 @@
+"""`lit`: a thin command line over the library. Each subcommand lives beside the code it drives.
+
+A subcommand module exposes `add_arguments(parser)` and `run(args) -> int`; it is imported
+only when used, so `lit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from lit.configlib import ConfigError
+from lit.log import console, setup_logging
+
+# name → (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "toy-inat": ("lit.data.cli_toy", "write the embedded toy dataset in the official iNat2021 layout"),
+    "captions": ("lit.data.cli_captions", "show captions and score metadata column subsets (--select)"),
+    "shards": ("lit.data.cli_shards", "write captioned webdataset shards from a dataset split"),
+    "embed": ("lit.data.cli_embed", "cache the frozen image tower's embeddings of a set of shards"),
+    "train": ("lit.train.cli", "LiT-train a model from a job YAML"),
+    "export": ("lit.train.cli_export", "export a checkpoint as weights open_clip loads directly"),
+    "eval": ("lit.eval.cli", "zero-shot top-1/top-5 and per-rank accuracy of a checkpoint"),
+    "predict": ("lit.eval.cli_predict", "top-k species of images with their taxonomy"),
+    "doctor": ("lit.doctor", "check the runtime: torch, CUDA, GPUs, cuDNN, NCCL, job paths"),
+    "demo": ("lit.demo", "the whole job on the embedded default, from toy data to a zero-shot table"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser = build_parser()
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+        parser.print_help()
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"lit {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    setup_logging()
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as err:
+        console.print(f"[red]config error:[/red] {err}")
+        return 2

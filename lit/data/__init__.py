@@ -1,0 +1,1 @@
+"""Datasets, captions, shards, cached embeddings and the training data pipeline."""

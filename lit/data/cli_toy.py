@@ -1,0 +1,41 @@
+"""`lit toy-inat OUT`: write the embedded toy dataset in the official iNat2021 layout."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lit.data.toy import SPECIES, toy_image_count, write_toy_inat
+from lit.log import console
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="dataset root to write (train.json, val.json, ..., image folders)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every image (same seed, same bytes)")
+    parser.add_argument("--train-per-class", type=int, default=40, help="train images per species")
+    parser.add_argument("--val-per-class", type=int, default=10, help="val images per species")
+    parser.add_argument("--test-per-class", type=int, default=2, help="public_test images per species (unlabelled)")
+    parser.add_argument("--image-size", type=int, default=128, help="image side in pixels")
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("train_per_class", "val_per_class", "test_per_class"):
+        if getattr(args, name) < 0:
+            console.print(f"[red]--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}[/red]")
+            return 2
+    if args.image_size < 16:
+        console.print(f"[red]--image-size must be >= 16 pixels, got {args.image_size}[/red]")
+        return 2
+    total = toy_image_count(args.train_per_class, args.val_per_class, args.test_per_class)
+    start = time.perf_counter()
+    with Progress(TextColumn("[bold]drawing toy images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("toy", total=total)
+        root = write_toy_inat(args.out, seed=args.seed, train_per_class=args.train_per_class,
+                              val_per_class=args.val_per_class, image_size=args.image_size,
+                              test_per_class=args.test_per_class, on_image=lambda: progress.advance(task))
+    console.print(f"[green]wrote {total} images of {len(SPECIES)} species[/green] to {root} "
+                  f"in {time.perf_counter() - start:.1f} s (train.json, train_mini.json, val.json, public_test.json)")
+    return 0

@@ -1,0 +1,1 @@
+"""Zero-shot evaluation: classifier, metrics, prediction."""

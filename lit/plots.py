@@ -1,0 +1,39 @@
+"""Pictures a person would rather look at than read: training curves and accuracy per rank."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def training_curves(records: list[dict[str, Any]], out: str | Path) -> Path:
+    """Loss per epoch and learning rate per step (the paper's Figure 3)."""
+    steps = [r for r in records if r.get("type") == "train"]
+    by_epoch: dict[int, list[float]] = defaultdict(list)
+    for r in steps:
+        if r.get("loss") is not None:
+            by_epoch[int(r["epoch"])].append(float(r["loss"]))
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = sorted(by_epoch)
+    ax_loss.plot([e + 1 for e in epochs], [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], marker="o")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("mean contrastive loss")
+    ax_loss.set_title("Loss per epoch")
+    ax_lr.plot([r["step"] for r in steps], [r["lr"] for r in steps])
+    ax_lr.set_xlabel("step")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_title("Learning rate per step")
+    for ax in (ax_loss, ax_lr):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

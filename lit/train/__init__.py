@@ -1,0 +1,1 @@
+"""The LiT training engine: loop, optimizer and schedule, checkpoints, distributed setup, signals."""

@@ -1,0 +1,165 @@
+"""A small LiT trainer: one optimizer step per `train_step`, and `state_dict`/`load_state_dict` for exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip import ClipLoss
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from lit.config import Config
+from lit.model import BuiltModel, causal_mask_for, image_tower_locked, pad_id, trim_supported, trim_tokens
+from lit.train import dist
+from lit.train.optim import lr_at, make_optimizer, set_lr
+
+LOGIT_SCALE_MAX = math.log(100.0)
+AMP_DTYPES = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
+
+
+class LiTForward(nn.Module):
+    """Features and logit scale from raw images or from cached image-tower outputs.
+
+    Wrapping both paths in one module lets DistributedDataParallel see every forward.
+    """
+
+    def __init__(self, model: nn.Module, cached: bool) -> None:
+        super().__init__()
+        self.model, self.cached = model, cached
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.cached:
+            image_features = F.normalize(images.float(), dim=-1)
+        else:
+            with torch.no_grad() if image_tower_locked(self.model) else contextlib.nullcontext():
+                image_features = self.model.encode_image(images, normalize=True)
+        with causal_mask_for(self.model, tokens.shape[1]):
+            text_features = self.model.encode_text(tokens, normalize=True)
+        return image_features, text_features, self.model.logit_scale.exp()
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states in a form `torch.load(weights_only=True)` accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Owns the model wrapper, optimizer, scaler and loss; knows nothing about data files or signals."""
+
+    def __init__(self, cfg: Config, built: BuiltModel, info: dist.DistInfo, device: torch.device, total_steps: int) -> None:
+        self.cfg, self.built, self.info, self.device = cfg, built, info, device
+        self.total_steps = total_steps
+        self.model = built.model
+        self.cached = cfg.data.image_source == "cached"
+        self.forward_module: nn.Module = LiTForward(self.model, self.cached)
+        if info.distributed:
+            self.forward_module = DistributedDataParallel(
+                self.forward_module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
+        self.optimizer = make_optimizer(self.model, cfg.train)
+        self.amp_dtype = AMP_DTYPES.get(cfg.train.precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "amp_fp16")
+        self.loss_fn = ClipLoss(
+            local_loss=cfg.train.local_loss, gather_with_grad=cfg.train.gather_with_grad, cache_labels=True,
+            rank=info.rank, world_size=info.world_size,
+        )
+        self.trim = trim_supported(self.model)
+        self.pad = pad_id(self.model)
+        self.step = 0
+        self.samples_seen = 0
+
+    def train_mode(self) -> None:
+        self.model.train()
+        if image_tower_locked(self.model):
+            self.model.visual.eval()  # a frozen tower also keeps dropout and batch-norm statistics fixed
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def prepare_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return trim_tokens(tokens, self.pad) if self.trim else tokens
+
+    def train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
+        """One optimizer step over `accum_steps` micro-batches; returns the logged scalars."""
+        lr = lr_at(self.step, self.total_steps, self.cfg.train)
+        set_lr(self.optimizer, lr)
+        self.train_mode()
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss = 0.0
+        n = len(micro_batches)
+        for i, batch in enumerate(micro_batches):
+            images = batch["images"].to(self.device, non_blocking=True)
+            tokens = self.prepare_tokens(batch["tokens"]).to(self.device, non_blocking=True)
+            sync = contextlib.nullcontext()
+            if i < n - 1 and isinstance(self.forward_module, DistributedDataParallel):
+                sync = self.forward_module.no_sync()
+            with sync:
+                with self._autocast():
+                    image_f, text_f, scale = self.forward_module(images, tokens)
+                    loss = self.loss_fn(image_f, text_f, scale) / n
+                self.scaler.scale(loss).backward()
+            total_loss += float(loss.detach())
+        grad_norm = float("nan")
+        if self.cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], self.cfg.train.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+        self.step += 1
+        self.samples_seen += sum(len(b["labels"]) for b in micro_batches) * self.info.world_size
+        return {"loss": total_loss, "lr": lr, "logit_scale": float(self.model.logit_scale.detach().exp()), "grad_norm": grad_norm}
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Model tensors minus the frozen image tower (identified by fingerprint instead)."""
+        skip_visual = image_tower_locked(self.model)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items() if not (skip_visual and k.startswith("visual."))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "samples_seen": self.samples_seen,
+            "total_steps": self.total_steps,
+            "model": self.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+        wrong = [k for k in missing if not k.startswith("visual.")] + list(unexpected)
+        if wrong or (missing and not image_tower_locked(self.model)):
+            raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {list(unexpected)[:5]}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.samples_seen = int(state["samples_seen"])

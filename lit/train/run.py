@@ -1,0 +1,239 @@
+"""`run(cfg)`: the whole training job of one rank, from config to checkpoints, metrics, plots and evaluation.
+
+Resumes from the newest complete checkpoint in the run directory; a stop signal ends it at an
+agreed step boundary with a checkpoint and EXIT_PREEMPTED.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+
+from lit.config import Config, dump_config, save_config
+from lit.configlib import ConfigError, to_dict
+from lit.data.folders import ShardFolder, open_folder
+from lit.data.loader import Stream, batch_counts, check_shard_count, make_loader, train_pipeline
+from lit.log import logger, setup_logging
+from lit.model import BuiltModel, build_model, describe, fingerprint
+from lit.train import checkpoint, dist, signals
+from lit.train.loop import Trainer, rng_state, set_rng_state
+from lit.train.metrics import MetricsWriter, read_metrics
+from lit.train.progress import TrainProgress
+
+EXIT_OK = 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How samples map onto steps and epochs."""
+
+    samples_per_epoch: int
+    global_batch: int
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+def training_folder(cfg: Config) -> ShardFolder:
+    if cfg.data.image_source == "cached":
+        return open_folder(cfg.data.train_embeddings, "data.train_embeddings", "lit embed")
+    return open_folder(cfg.data.train_shards, "data.train_shards", "lit shards")
+
+
+def make_schedule(cfg: Config, folder: ShardFolder, world: int) -> Schedule:
+    samples = cfg.data.samples_per_epoch or folder.samples
+    global_batch = cfg.data.batch_size * world * cfg.train.accum_steps
+    steps = samples // global_batch
+    if steps < 1:
+        raise ConfigError("", "data.batch_size", f"one step takes {global_batch} samples (batch_size x world x accum_steps) but an epoch has {samples}")
+    return Schedule(samples, global_batch, steps, cfg.train.epochs)
+
+
+def check_cache(cfg: Config, folder: ShardFolder, tower_fingerprint: str) -> None:
+    """A cache is only valid for the exact frozen tower and preprocessing that made it."""
+    made_with = folder.manifest.get("fingerprint")
+    if made_with != tower_fingerprint:
+        raise ConfigError(
+            "", "data.train_embeddings",
+            f"{folder.path} was made by another image tower or preprocessing (fingerprint {str(made_with)[:12]} "
+            f"vs this model's {tower_fingerprint[:12]}): rerun `lit embed` with this job's model",
+        )
+
+
+def epoch_batches(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistInfo, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
+    cached = cfg.data.image_source == "cached"
+    stream = Stream(
+        urls=folder.urls, cached=cached,
+        preprocess=None if cached else (built.preprocess_train if cfg.data.augment else built.preprocess_val),
+        tokenizer=built.tokenizer, seed=cfg.train.seed,
+    )
+    # Workers skip whole rounds before decoding; the rest of a round is read and dropped here.
+    rest = skip % max(1, cfg.data.workers)
+    pipeline = train_pipeline(
+        stream, epoch=epoch, rank=info.rank, world=info.world_size, batch_size=cfg.data.batch_size,
+        shuffle_buffer=cfg.data.shuffle_buffer, skip_micro_batches=skip - rest, workers=cfg.data.workers,
+    )
+    batches = iter(make_loader(pipeline, cfg.data.workers, seed=cfg.train.seed * 1000 + epoch))
+    for _ in range(rest):
+        next(batches)
+    return batches
+
+
+def resume_state(cfg: Config, trainer: Trainer, tower_fp: str, info: dist.DistInfo) -> tuple[int, str]:
+    """Load the newest checkpoint into the trainer; returns (step, file name) or (0, "")."""
+    if not cfg.checkpoint.resume:
+        return 0, ""
+    found = checkpoint.load_latest(cfg.run_dir)
+    if found is None:
+        return 0, ""
+    path, state = found
+    if state["tower_fingerprint"] != tower_fp:
+        raise ConfigError("", "model", f"{path} was trained on another frozen image tower (fingerprint differs): use a new run_dir")
+    if state["total_steps"] != trainer.total_steps and not cfg.train.allow_length_change:
+        raise ConfigError(
+            "", "train.epochs",
+            f"{path} belongs to a run of {state['total_steps']} steps, this config makes {trainer.total_steps}: "
+            "the schedule would change mid-run. Restore the original length or set train.allow_length_change=true",
+        )
+    trainer.load_state_dict(state)
+    rngs = state["rng"]
+    set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
+    return trainer.step, path.name
+
+
+def save_checkpoint(cfg: Config, trainer: Trainer, tower_fp: str, info: dist.DistInfo, epoch: int) -> None:
+    """Gather every rank's RNG state; rank 0 writes the file atomically."""
+    state = rng_state()
+    states = [state]
+    if info.distributed:
+        states = [None] * info.world_size
+        torch.distributed.all_gather_object(states, state)
+    if info.is_main:
+        payload = trainer.state_dict()
+        payload.update(epoch=epoch, rng=states, tower_fingerprint=tower_fp, config=dump_config(cfg), world_size=info.world_size)
+        path = checkpoint.save(cfg.run_dir, payload, cfg.checkpoint.keep_last)
+        logger.info("checkpoint %s (step %d)", path.name, trainer.step)
+    dist.barrier()
+
+
+def run(cfg: Config) -> int:
+    """Train one rank. Returns EXIT_OK when finished, signals.EXIT_PREEMPTED after a stop request."""
+    info = dist.resolve()
+    setup_logging(rank=info.rank)
+    device = dist.pick_device(info, cfg.train.device)
+    dist.init(info, device)
+    try:
+        return _run(cfg, info, device)
+    finally:
+        dist.shutdown()
+
+
+def _run(cfg: Config, info: dist.DistInfo, device: torch.device) -> int:
+    run_dir = Path(cfg.run_dir)
+    if info.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+    folder = training_folder(cfg)
+    check_shard_count(len(folder.urls), cfg.data.workers, info.world_size, folder.path)
+    sched = make_schedule(cfg, folder, info.world_size)
+    built = build_model(cfg.model, device, seed=cfg.train.seed)
+    tower_fp = fingerprint(built.model, built.preprocess_val)
+    if cfg.data.image_source == "cached":
+        check_cache(cfg, folder, tower_fp)
+    counts = describe(built.model)
+    logger.info(
+        "model %s: image tower %.2fM parameters (%s), text side %.2fM, trainable %.2fM; %d ranks (%s), device %s",
+        cfg.model.name, counts["image_params"] / 1e6, "frozen" if counts["image_trainable"] == 0 else "partly trainable",
+        counts["text_params"] / 1e6, counts["trainable"] / 1e6, info.world_size, info.source, device,
+    )
+    trainer = Trainer(cfg, built, info, device, sched.total_steps)
+    start_step, resumed_from = resume_state(cfg, trainer, tower_fp, info)
+    metrics = MetricsWriter(run_dir, enabled=info.is_main)
+    metrics.write("start", start_step, resumed_from=resumed_from, world_size=info.world_size,
+                  total_steps=sched.total_steps, steps_per_epoch=sched.steps_per_epoch, **counts)
+    if resumed_from:
+        logger.info("resumed from %s at step %d of %d", resumed_from, start_step, sched.total_steps)
+    previous = signals.install()
+    try:
+        return _loop(cfg, built, folder, info, trainer, sched, metrics, tower_fp)
+    finally:
+        signals.restore(previous)
+        metrics.close()
+
+
+def _loop(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistInfo, trainer: Trainer,
+          sched: Schedule, metrics: MetricsWriter, tower_fp: str) -> int:
+    accum = cfg.train.accum_steps
+    stop_at = cfg.train.stop_at_step or sched.total_steps
+    progress = TrainProgress(sched.total_steps, trainer.step, enabled=info.is_main)
+    with progress:
+        while trainer.step < sched.total_steps:
+            epoch = trainer.step // sched.steps_per_epoch
+            epoch_end = (epoch + 1) * sched.steps_per_epoch
+            skip = (trainer.step - epoch * sched.steps_per_epoch) * accum
+            batches = batch_counts(epoch_batches(cfg, built, folder, info, epoch, skip))
+            tick = time.perf_counter()
+            while trainer.step < epoch_end:
+                micro = [next(batches) for _ in range(accum)]
+                bad = micro[-1][1]
+                out = trainer.train_step([b for b, _ in micro])
+                now = time.perf_counter()
+                rate = sched.global_batch / max(now - tick, 1e-9)
+                tick = now
+                progress.update(trainer.step, out, rate)
+                if trainer.step % cfg.train.log_every == 0 or trainer.step == epoch_end:
+                    bad_total = int(dist.all_reduce_sum(torch.tensor([float(bad)], device=trainer.device)).item())
+                    metrics.write("train", trainer.step, epoch=epoch, samples=trainer.samples_seen,
+                                  samples_per_s=round(rate, 2), bad_samples=bad_total, **out)
+                if not math.isfinite(out["loss"]):
+                    raise FloatingPointError(f"loss is {out['loss']} at step {trainer.step}: lower train.lr or raise train.warmup_steps")
+                stop = dist.any_rank(signals.requested(), trainer.device)
+                every = cfg.checkpoint.every_steps
+                if stop or trainer.step == epoch_end or trainer.step >= stop_at or (every and trainer.step % every == 0):
+                    save_checkpoint(cfg, trainer, tower_fp, info, epoch)
+                if stop or trainer.step >= stop_at < sched.total_steps:
+                    why = signals.reason() if stop else f"train.stop_at_step={stop_at}"
+                    metrics.write("stop", trainer.step, reason=why)
+                    logger.warning("stopped at step %d (%s): checkpoint saved, resume continues from here", trainer.step, why)
+                    return signals.EXIT_PREEMPTED if stop else EXIT_OK
+            del batches
+            metrics.write("epoch", trainer.step, epoch=epoch)
+            _maybe_evaluate(cfg, built, info, trainer, metrics, epoch)
+    if info.is_main:
+        from lit.plots import training_curves
+
+        training_curves(read_metrics(metrics.path), Path(cfg.run_dir) / "plots" / "training.png")
+    if cfg.eval.final:
+        _evaluate(cfg, built, info, trainer, metrics, final=True)
+    metrics.write("done", trainer.step, samples=trainer.samples_seen)
+    return EXIT_OK
+
+
+def _maybe_evaluate(cfg: Config, built: BuiltModel, info: dist.DistInfo, trainer: Trainer, metrics: MetricsWriter, epoch: int) -> None:
+    every = cfg.eval.every_epochs
+    last_epoch = epoch + 1 == cfg.train.epochs
+    if every and (epoch + 1) % every == 0 and not (last_epoch and cfg.eval.final):
+        _evaluate(cfg, built, info, trainer, metrics, final=False)
+
+
+def _evaluate(cfg: Config, built: BuiltModel, info: dist.DistInfo, trainer: Trainer, metrics: MetricsWriter, final: bool) -> None:
+    from lit.eval.runner import evaluate_model
+
+    result = evaluate_model(cfg, built, info, subset=0 if final else cfg.eval.subset, write_results=final)
+    metrics.write("eval", trainer.step, final=final, **{k: v for k, v in result.items() if isinstance(v, (int, float))})
+
+
+def load_run_config(path: str | Path) -> dict[str, Any]:
+    """The resolved config saved in a run directory or checkpoint, as plain data."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+__all__ = ["EXIT_OK", "Schedule", "make_schedule", "run", "to_dict"]
