@@ -26,7 +26,7 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not slurm"
 
 demo: venv
-	$(PY) -m lit demo $(DEMO_OVERRIDES)
+	$(PY) -m launcher demo $(DEMO_OVERRIDES)
 
 bench: venv
 	$(PY) -m bench

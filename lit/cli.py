@@ -25,7 +25,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("lit.eval.cli", "zero-shot top-1/top-5 and per-rank accuracy of a checkpoint"),
     "predict": ("lit.eval.cli_predict", "top-k species of images with their taxonomy"),
     "doctor": ("lit.doctor", "check the runtime: torch, CUDA, GPUs, cuDNN, NCCL, job paths"),
-    "demo": ("lit.demo", "the whole job on the embedded default, from toy data to a zero-shot table"),
 }
 
 

@@ -16,6 +16,14 @@ import yaml
 from lit.configlib import ConfigError, apply_overrides, from_dict, read_yaml, to_dict
 
 RECIPES = ("paper", "taxonomic", "scientific", "common", "mixed")
+# sbatch options the launcher sets itself → the config key to use instead (slurm.extra must not repeat them)
+MANAGED_SBATCH = {
+    "nodes": "slurm.nodes", "ntasks-per-node": "slurm.tasks_per_node", "gpus-per-node": "slurm.gpus_per_node",
+    "cpus-per-task": "slurm.cpus_per_task", "mem": "slurm.mem_gb", "time": "slurm.time_min",
+    "signal": "slurm.signal_delay_s", "partition": "slurm.partition", "account": "slurm.account",
+    "qos": "slurm.qos", "constraint": "slurm.constraint", "exclusive": "slurm.exclusive", "job-name": "name",
+    "output": "run_dir (logs go to RUN_DIR/slurm)", "error": "run_dir (logs go to RUN_DIR/slurm)",
+}
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -229,8 +237,8 @@ class SlurmConfig:
     """Nodes of the allocation."""
     gpus_per_node: int = 0
     """GPUs per node (0 for CPU jobs)."""
-    tasks_per_node: int = 1
-    """Processes per node; one per GPU on GPU jobs."""
+    tasks_per_node: int = 0
+    """Processes per node, each on one GPU of a GPU job; 0: one per GPU (1 on CPU jobs)."""
     cpus_per_task: int = 2
     """CPU cores per process (data loading workers run on these)."""
     mem_gb: int = 8
@@ -254,19 +262,40 @@ class SlurmConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     """Further sbatch options, passed to submitit's slurm_additional_parameters."""
 
+    @property
+    def ntasks_per_node(self) -> int:
+        """Processes per node with the default resolved: one per GPU, or 1 on CPU jobs."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
     def validate(self) -> None:
         _check(self.nodes >= 1, "nodes", f"must be >= 1, got {self.nodes}")
-        _check(self.tasks_per_node >= 1, "tasks_per_node", f"must be >= 1, got {self.tasks_per_node}")
+        _check(self.tasks_per_node >= 0, "tasks_per_node", f"must be >= 0 (0: one per GPU), got {self.tasks_per_node}")
         _check(self.gpus_per_node >= 0, "gpus_per_node", f"must be >= 0, got {self.gpus_per_node}")
         _check(
-            self.gpus_per_node == 0 or self.tasks_per_node <= self.gpus_per_node,
+            self.gpus_per_node == 0 or self.ntasks_per_node <= self.gpus_per_node,
             "tasks_per_node",
             f"{self.tasks_per_node} tasks cannot each get a GPU of gpus_per_node={self.gpus_per_node}",
         )
+        _check(
+            self.gpus_per_node <= self.ntasks_per_node,
+            "gpus_per_node",
+            f"{self.gpus_per_node} GPUs per node but only {self.ntasks_per_node} tasks to use them (one GPU per task): "
+            f"set tasks_per_node to {self.gpus_per_node} (or 0: one per GPU), or gpus_per_node to {self.ntasks_per_node}",
+        )
         _check(self.cpus_per_task >= 1, "cpus_per_task", f"must be >= 1, got {self.cpus_per_task}")
+        _check(self.mem_gb >= 1, "mem_gb", f"must be >= 1, got {self.mem_gb}")
         _check(self.time_min >= 1, "time_min", f"must be >= 1, got {self.time_min}")
         _check(self.signal_delay_s >= 0, "signal_delay_s", f"must be >= 0, got {self.signal_delay_s}")
+        _check(
+            self.signal_delay_s < self.time_min * 60,
+            "signal_delay_s",
+            f"{self.signal_delay_s} s is not shorter than the time limit ({self.time_min} min): the warning would come at the start",
+        )
         _check(self.max_requeues >= 0, "max_requeues", f"must be >= 0, got {self.max_requeues}")
+        for key in self.extra:
+            flag = str(key).lstrip("-").replace("_", "-")
+            _check(flag not in MANAGED_SBATCH, f"extra.{key}",
+                   f"--{flag} is set by the launcher: use {MANAGED_SBATCH.get(flag)}")
 
 
 @dataclass(frozen=True)

@@ -253,7 +253,7 @@ def runtime_checks(q: DeviceQuery, cfg: Config | None = None, targets: Sequence[
     optional = [_cudnn_check(q, targets), *(_conv_check(q, g) for g in q.gpus)]
     checks += [c for c in optional if c is not None]
     env_world = os.environ.get("WORLD_SIZE", "1")
-    world = cfg.slurm.nodes * cfg.slurm.tasks_per_node if cfg else int(env_world) if env_world.isdigit() else 1
+    world = cfg.slurm.nodes * cfg.slurm.ntasks_per_node if cfg else int(env_world) if env_world.isdigit() else 1
     checks.append(_nccl_check(q, world))
     if cfg is not None and cfg.train.precision == "amp_bf16":
         old = [f"{g.name} ({_sm(g.capability)})" for g in q.gpus if g.capability < (8, 0)]

@@ -1,4 +1,4 @@
-"""Pictures a person would rather look at than read: training curves and accuracy per rank."""
+"""Training curves as a picture (accuracy per rank and supercategory is drawn in lit.eval.report)."""
 
 from __future__ import annotations
 

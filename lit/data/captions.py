@@ -146,7 +146,7 @@ def score_columns(
     # Each cell once: (normalized text, its case-folded form for the repeat check, tokens).
     cells = []
     for c in categories:
-        texts = [" ".join(column_value(c, col).split()) for col in names]
+        texts = [next(iter(metadata_fields([column_value(c, col)])), "") for col in names]
         cells.append([(t, t.casefold(), n_tokens(t)) for t in texts])
     subsets = [s for k in range(1, max_columns + 1) for s in itertools.combinations(range(len(columns)), k)]
     seen = {frozenset(s) for s in subsets}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from pathlib import Path
 from typing import Callable, Sequence
 
 from rich.table import Table
@@ -44,8 +45,6 @@ def _categories(args: argparse.Namespace) -> list[Category]:
         return load_categories_csv(args.categories_csv)
     if not args.root:
         raise DatasetError("command line", "give a dataset ROOT or --categories-csv PATH")
-    from pathlib import Path
-
     return load_categories_json(Path(args.root) / f"{args.split}.json")
 
 

@@ -65,6 +65,11 @@ class Category:
             raise KeyError(f"unknown rank {rank!r}; choose from {', '.join(RANKS)}")
         return getattr(self, "class_" if rank == "class" else rank)
 
+    def taxonomy(self) -> dict[str, str]:
+        """Names and every rank: name, common_name, supercategory, kingdom ... species."""
+        return {"name": self.name, "common_name": self.common_name, "supercategory": self.supercategory,
+                **{rank: self.taxon(rank) for rank in RANKS}}
+
     def to_json(self) -> dict[str, Any]:
         """The category with the official key names."""
         return {k: getattr(self, "class_" if k == "class" else k) for k in CATEGORY_KEYS}
@@ -180,32 +185,64 @@ def load_categories_csv(path: str | Path) -> list[Category]:
     return categories
 
 
+def _check_image(raw: Any, i: int, source: str, images: Mapping[int, Any]) -> tuple[int, str, int, int]:
+    """Validate one image in detail: (id, file_name, width, height), or the error naming what is wrong."""
+    if not isinstance(raw, dict):
+        raise DatasetError(source, f"expected an object, got {type(raw).__name__}", f"images[{i}]")
+    record = f"images[{i}] (id {raw.get('id', '?')})"
+    for key in ("id", "file_name"):
+        if key not in raw:
+            raise DatasetError(source, "missing; every image needs id and file_name", record, key)
+    iid = _as_int(raw["id"], source, record, "id")
+    name = raw["file_name"]
+    if not isinstance(name, str) or not name.strip():
+        raise DatasetError(source, f"expected a relative image path, got {name!r}", record, "file_name")
+    size = [raw.get(k) for k in ("width", "height")]
+    for j, (k, v) in enumerate(zip(("width", "height"), size)):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            size[j] = 0  # unknown size: the image header has it
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise DatasetError(source, f"expected a pixel count, got {v!r}", record, k)
+    if iid in images:
+        raise DatasetError(source, f"duplicate image id {iid} (also images[{images[iid][0]}])", record, "id")
+    return iid, name, int(size[0]), int(size[1])
+
+
 def _parse_images(raw: Any, source: str) -> dict[int, tuple[int, str, int, int]]:
     """image id -> (index, file_name, width, height)."""
     if not isinstance(raw, list):
         raise DatasetError(source, f"expected a list, got {type(raw).__name__}", "", "images")
     images: dict[int, tuple[int, str, int, int]] = {}
     for i, img in enumerate(raw):
-        if not isinstance(img, Mapping):
-            raise DatasetError(source, f"expected an object, got {type(img).__name__}", f"images[{i}]")
-        record = f"images[{i}] (id {img.get('id', '?')})"
-        for key in ("id", "file_name"):
-            if key not in img:
-                raise DatasetError(source, "missing; every image needs id and file_name", record, key)
-        iid = _as_int(img["id"], source, record, "id")
-        name = img["file_name"]
-        if not isinstance(name, str) or not name.strip():
-            raise DatasetError(source, f"expected a relative image path, got {name!r}", record, "file_name")
-        size = [img.get(k) for k in ("width", "height")]
-        for j, (k, v) in enumerate(zip(("width", "height"), size)):
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                size[j] = 0  # unknown size: the image header has it
-            elif isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise DatasetError(source, f"expected a pixel count, got {v!r}", record, k)
-        if iid in images:
-            raise DatasetError(source, f"duplicate image id {iid} (also images[{images[iid][0]}])", record, "id")
-        images[iid] = (i, name, int(size[0]), int(size[1]))
+        try:  # the common case, checked fast; anything unusual gets the detailed check
+            iid, name, w, h = img["id"], img["file_name"], img.get("width"), img.get("height")
+            ok = (type(iid) is int and type(name) is str and bool(name.strip()) and type(w) is int and type(h) is int
+                  and w >= 0 and h >= 0 and iid not in images)
+        except (TypeError, KeyError, AttributeError):
+            ok = False
+        if not ok:
+            iid, name, w, h = _check_image(img, i, source, images)
+        images[iid] = (i, name, w, h)
     return images
+
+
+def _annotation_error(ann: Any, i: int, source: str, images: Mapping[int, Any], category_ids: set[int],
+                      labels: Mapping[int, int]) -> DatasetError:
+    """The detailed error of an annotation that failed the fast check."""
+    if not isinstance(ann, dict):
+        return DatasetError(source, f"expected an object, got {type(ann).__name__}", f"annotations[{i}]")
+    record = f"annotations[{i}] (id {ann.get('id', '?')})"
+    for key in ("image_id", "category_id"):
+        if key not in ann:
+            return DatasetError(source, "missing; every annotation needs image_id and category_id", record, key)
+    iid = _as_int(ann["image_id"], source, record, "image_id")
+    cid = _as_int(ann["category_id"], source, record, "category_id")
+    if iid not in images:
+        return DatasetError(source, f"image id {iid} is not in 'images'", record, "image_id")
+    if cid not in category_ids:
+        return DatasetError(source, f"category id {cid} is not in 'categories'", record, "category_id")
+    return DatasetError(source, f"image {iid} has a second annotation (also {labels.get(iid)}); keep one label per image",
+                        record, "image_id")
 
 
 def _parse_annotations(raw: Any, source: str, images: Mapping[int, Any], category_ids: set[int]) -> dict[int, int]:
@@ -214,24 +251,17 @@ def _parse_annotations(raw: Any, source: str, images: Mapping[int, Any], categor
         raise DatasetError(source, f"expected a list, got {type(raw).__name__}", "", "annotations")
     labels: dict[int, int] = {}
     for i, ann in enumerate(raw):
-        if not isinstance(ann, Mapping):
-            raise DatasetError(source, f"expected an object, got {type(ann).__name__}", f"annotations[{i}]")
-        record = f"annotations[{i}] (id {ann.get('id', '?')})"
-        for key in ("image_id", "category_id"):
-            if key not in ann:
-                raise DatasetError(source, "missing; every annotation needs image_id and category_id", record, key)
-        iid = _as_int(ann["image_id"], source, record, "image_id")
-        cid = _as_int(ann["category_id"], source, record, "category_id")
-        if iid not in images:
-            raise DatasetError(source, f"image id {iid} is not in 'images'", record, "image_id")
-        if cid not in category_ids:
-            raise DatasetError(source, f"category id {cid} is not in 'categories'", record, "category_id")
-        if iid in labels:
-            raise DatasetError(source, f"image {iid} has a second annotation; keep one label per image", record, "image_id")
+        try:
+            iid, cid = ann["image_id"], ann["category_id"]
+            ok = type(iid) is int and type(cid) is int and iid in images and cid in category_ids and iid not in labels
+        except (TypeError, KeyError):
+            ok = False
+        if not ok:
+            raise _annotation_error(ann, i, source, images, category_ids, labels)
         labels[iid] = cid
-    for iid, (i, *_rest) in images.items():
-        if iid not in labels:
-            raise DatasetError(source, "has no annotation; add one or remove the image", f"images[{i}] (id {iid})", "id")
+    if len(labels) < len(images):
+        iid, (i, *_rest) = next((k, v) for k, v in images.items() if k not in labels)
+        raise DatasetError(source, "has no annotation; add one or remove the image", f"images[{i}] (id {iid})", "id")
     return labels
 
 

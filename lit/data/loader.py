@@ -86,10 +86,6 @@ def _drop(src: Iterable[Any], n: int) -> Iterator[Any]:
     return itertools.islice(src, n, None)
 
 
-def _take(src: Iterable[Any], n: int) -> Iterator[Any]:
-    return itertools.islice(src, n)
-
-
 @dataclass(frozen=True)
 class Stream:
     """What a pipeline needs to know about its data and model."""
@@ -172,11 +168,16 @@ def train_pipeline(
     return wds.DataPipeline(*stages)
 
 
-def eval_pipeline(stream: Stream, *, rank: int, world: int, batch_size: int, limit: int = 0) -> wds.DataPipeline:
-    """Every sample of this rank's share once, in order; `limit` caps samples per worker (0: all)."""
+def in_subset(sample: dict[str, Any], fraction: float) -> bool:
+    """A fixed pseudo-random subset by key: the same samples whatever the ranks, workers or shard order."""
+    return zlib.crc32(sample["__key__"].encode()) < fraction * 2**32
+
+
+def eval_pipeline(stream: Stream, *, rank: int, world: int, batch_size: int, fraction: float = 1.0) -> wds.DataPipeline:
+    """Every sample of this rank's share once, in order; `fraction` < 1 keeps a fixed subset (by key hash)."""
     stages: list[Any] = [SplitShards(stream.urls, rank, world), wds.tarfile_to_samples(handler=_Errors.handler)]
-    if limit > 0:
-        stages.append(partial(_take, n=limit))
+    if fraction < 1.0:
+        stages.append(wds.select(partial(in_subset, fraction=fraction)))
     stages += [
         _decode_stage(stream.cached),
         wds.map(ToTuple(stream, 0, augment_seeded=False), handler=_Errors.handler),

@@ -1,11 +1,10 @@
 """Captioned webdataset shards from a dataset split, written in parallel and resumable.
 
 All shards are planned up front from the validated split (seeded shuffle, size limits by
-sample count and bytes), so any shard can be written by any worker and a re-run knows
-what each shard must hold. A worker writes `{name}.tmp`, renames it and records the
-shard's fingerprint and sha256 in `.progress/`; a re-run keeps shards whose record and
-hash match and rewrites the rest. Tar members get a fixed mtime and owner, so the same
-inputs give byte-identical shards.
+sample count and bytes), so any worker can write any shard and a re-run knows what each
+must hold. A worker writes `{name}.tmp`, renames it and records the shard's fingerprint
+and sha256 in `.progress/`; a re-run keeps shards whose record and hash match and
+rewrites the rest. Members get a fixed mtime and owner: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -17,14 +16,15 @@ import multiprocessing as mp
 import os
 import random
 import re
+import stat
 import tarfile
-import stat as stat_mod
+import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from queue import Empty
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -32,19 +32,18 @@ from webdataset import TarWriter
 
 from lit.config import CaptionConfig, ShardConfig
 from lit.data.captions import CaptionMaker, caption
-from lit.data.inat import RANKS, Category, DatasetError, Split, load_split
+from lit.data.inat import DatasetError, Split, load_split
 from lit.log import console, logger
 
 FORMAT = "lit-shards/1"
 KEY_DIGITS = 8
-MTIME = 0  # every tar member's mtime: a re-run must give the same bytes
-BLOCK, RECORD = 512, 10240  # tar block and record sizes (tarfile.RECORDSIZE)
-EOI_WINDOW = 64  # the JPEG end-of-image marker must lie this close to the end of the file
+MTIME = 0  # every member's mtime: a re-run must give the same bytes
+EOI_WINDOW = 64  # a JPEG's end-of-image marker must lie this close to the end of the file
 RESIZE_QUALITY = 90
 
 
 class Sample(NamedTuple):
-    """One planned sample: everything a worker needs, encoded by the parent."""
+    """One planned sample, encoded by the parent: all a worker needs."""
 
     key: str
     path: str
@@ -52,13 +51,13 @@ class Sample(NamedTuple):
     cls: int
     meta: bytes
     size: int
+    mtime_ns: int
     image_id: int
     file_name: str
 
 
-@dataclass(frozen=True)
-class ShardTask:
-    """One shard to write (or keep): its samples and the record of a previous complete write."""
+class ShardTask(NamedTuple):
+    """One shard to write (or keep): its samples and the completion record of an earlier write."""
 
     index: int
     name: str
@@ -69,86 +68,74 @@ class ShardTask:
     done: dict[str, Any] | None
 
 
-def _tar_size(n: int) -> int:
-    return BLOCK + -(-n // BLOCK) * BLOCK
+def _stat_chunk(paths: Sequence[str]) -> list[os.stat_result | None]:
+    out: list[os.stat_result | None] = []
+    for p in paths:
+        try:
+            out.append(os.stat(p))
+        except OSError:
+            out.append(None)
+    return out
 
 
-def taxonomy(cat: Category) -> dict[str, str]:
-    """The taxonomy fields of a sample's `json` member."""
-    return {"name": cat.name, "common_name": cat.common_name, "supercategory": cat.supercategory,
-            **{rank: cat.taxon(rank) for rank in RANKS}}
+def _tar_bytes(n: int) -> int:
+    return tarfile.BLOCKSIZE + -(-n // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
-def sample_json(cat: Category, image_id: int, file_name: str, recipe: str) -> bytes:
-    """The `json` member: ids, file name, the caption's recipe and the taxonomy."""
-    meta = {"image_id": image_id, "file_name": file_name, "category_id": cat.id, "recipe": recipe, **taxonomy(cat)}
-    return json.dumps(meta, ensure_ascii=False).encode("utf-8")
+def plan(split: Split, shard_cfg: ShardConfig, caption_cfg: CaptionConfig, skipped: list[dict[str, Any]]) -> Iterator[list[Sample]]:
+    """The shards' samples, one shard at a time, so that writing starts while planning goes on.
 
-
-def plan_samples(split: Split, shard_cfg: ShardConfig, caption_cfg: CaptionConfig) -> tuple[list[Sample], list[dict[str, Any]], str]:
-    """Samples in shard order, images skipped up front (missing, empty) and a digest of the files' state."""
-    paths = [split.root / img.file_name for img in split.images]
-
-    def stat(chunk: Sequence[Path]) -> list[os.stat_result | None]:
-        out: list[os.stat_result | None] = []
-        for p in chunk:
-            try:
-                out.append(p.stat())
-            except OSError:
-                out.append(None)
-        return out
-
-    chunks = [paths[i : i + 4096] for i in range(0, len(paths), 4096)]
-    with ThreadPoolExecutor(min(16, len(chunks) or 1)) as pool:  # stat is I/O bound: threads hide network FS latency
-        stats = [st for part in pool.map(stat, chunks) for st in part]
-    make_caption = CaptionMaker(caption_cfg, shard_cfg.seed)
-    # Per class and recipe, the caption and the taxonomy's JSON are the same: encode them once.
-    texts: dict[tuple[int, str], bytes] = {}
-    tails = {c.id: json.dumps(taxonomy(c), ensure_ascii=False)[1:].encode("utf-8") for c in split.categories}
-    samples, skipped, state = [], [], hashlib.sha256()
-    for img, path, st in zip(split.images, paths, stats):
-        if st is None or not stat_mod.S_ISREG(st.st_mode) or st.st_size == 0:
-            reason = "empty file" if st is not None and st.st_size == 0 else "missing: file not found"
-            skipped.append({"image_id": img.id, "file_name": img.file_name, "reason": reason})
-            continue
-        state.update(f"{img.id}:{st.st_size}:{st.st_mtime_ns};".encode())
-        key = f"{img.id:0{KEY_DIGITS}d}"
-        recipe = make_caption.recipe_for(key)
-        if (img.category_id, recipe) not in texts:
-            texts[img.category_id, recipe] = caption(split.category_by_id[img.category_id], recipe, caption_cfg.prefix).encode("utf-8")
-        head = json.dumps({"image_id": img.id, "file_name": img.file_name, "category_id": img.category_id, "recipe": recipe},
-                          ensure_ascii=False)[:-1].encode("utf-8")
-        samples.append(Sample(key, str(path), texts[img.category_id, recipe], img.category_id,
-                              head + b", " + tails[img.category_id], st.st_size, img.id, img.file_name))
-    if shard_cfg.shuffle:
-        random.Random(shard_cfg.seed).shuffle(samples)
-    return samples, skipped, state.hexdigest()
-
-
-def plan_shards(samples: Sequence[Sample], samples_per_shard: int, max_bytes: int) -> list[list[Sample]]:
-    """Cut samples into shards of at most `samples_per_shard` samples and about `max_bytes` bytes.
-
-    Bytes count tar headers and padding; with resizing, the original image size is used
-    (an upper bound when images are scaled down).
+    Images are shuffled with the seed (or keep the file's order), missing and empty ones go
+    to `skipped`, and a shard closes at `samples_per_shard` samples or `max_bytes` bytes
+    (tar headers and padding included; with resizing the original size, an upper bound).
+    Files are stat'ed ahead in threads, which hides network file system latency.
     """
-    shards: list[list[Sample]] = [[]]
-    size = 2 * BLOCK + RECORD  # end-of-archive blocks and the last record's padding
-    for s in samples:
-        n = _tar_size(s.size) + _tar_size(len(s.caption)) + _tar_size(len(str(s.cls))) + _tar_size(len(s.meta))
-        if shards[-1] and (len(shards[-1]) >= samples_per_shard or size + n > max_bytes):
-            shards.append([])
-            size = 2 * BLOCK + RECORD
-        shards[-1].append(s)
-        size += n
-    return [s for s in shards if s]
+    images = list(split.images)
+    if shard_cfg.shuffle:
+        random.Random(shard_cfg.seed).shuffle(images)
+    make_caption = CaptionMaker(caption_cfg, shard_cfg.seed)
+    texts: dict[tuple[int, str], bytes] = {}  # per class and recipe: encoded once
+    tails = {c.id: json.dumps(c.taxonomy(), ensure_ascii=False)[1:].encode() for c in split.categories}
+    quote = json.encoder.encode_basestring  # json.dumps(ensure_ascii=False) of a string
+    empty = 2 * tarfile.BLOCKSIZE + tarfile.RECORDSIZE  # end-of-archive blocks and the last record's padding
+    shard: list[Sample] = []
+    size = empty
+    chunks = [images[i : i + 1024] for i in range(0, len(images), 1024)]
+    paths = [[os.path.join(split.root, img.file_name) for img in chunk] for chunk in chunks]
+    with ThreadPoolExecutor(8) as pool:
+        for chunk, chunk_paths, stats in zip(chunks, paths, pool.map(_stat_chunk, paths)):
+            for img, path, st in zip(chunk, chunk_paths, stats):
+                if st is None or not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+                    reason = "empty file" if st is not None and st.st_size == 0 else "missing: file not found"
+                    skipped.append({"image_id": img.id, "category_id": img.category_id, "file_name": img.file_name,
+                                    "reason": reason})
+                    continue
+                key = f"{img.id:0{KEY_DIGITS}d}"
+                recipe = make_caption.recipe_for(key)
+                text = texts.get((img.category_id, recipe))
+                if text is None:
+                    text = texts[img.category_id, recipe] = caption(
+                        split.category_by_id[img.category_id], recipe, caption_cfg.prefix).encode()
+                head = '{"image_id": %d, "file_name": %s, "category_id": %d, "recipe": "%s", ' % (
+                    img.id, quote(img.file_name), img.category_id, recipe)
+                sample = Sample(key, path, text, img.category_id, head.encode() + tails[img.category_id], st.st_size,
+                                st.st_mtime_ns, img.id, img.file_name)
+                n = sum(map(_tar_bytes, (st.st_size, len(text), len(str(img.category_id)), len(sample.meta))))
+                if shard and (len(shard) >= shard_cfg.samples_per_shard or size + n > shard_cfg.max_bytes):
+                    yield shard
+                    shard, size = [], empty
+                shard.append(sample)
+                size += n
+    if shard:
+        yield shard
 
 
 def check_image(data: bytes, resize: int = 0) -> tuple[bytes | None, str]:
     """The bytes to store for one image, or None and why it is skipped.
 
-    Without resizing a JPEG is checked by signature and end-of-image marker only (what
-    truncated downloads and error pages fail; a full decode would cost 20x the rest of the
-    build) and stored as is; other formats are decoded and re-encoded as JPEG. With resizing
+    Without resizing, a JPEG is checked by its signature and end-of-image marker (what
+    truncated downloads and error pages fail; decoding would cost 20x the rest of the
+    build) and kept as is; other formats are decoded and re-encoded as JPEG. With resizing
     the image is decoded, scaled so its short side is `resize` (never up) and re-encoded.
     """
     if not data:
@@ -161,12 +148,12 @@ def check_image(data: bytes, resize: int = 0) -> tuple[bytes | None, str]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.format == "JPEG" and min(im.size) <= resize:
-                im.verify()
+                im.load()
                 return data, ""
             if resize and min(im.size) > resize:
                 scale = resize / min(im.size)
                 target = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-                im.draft("RGB", target)  # let libjpeg decode at a reduced scale first
+                im.draft("RGB", target)  # libjpeg decodes at a reduced scale first
                 rgb = im.convert("RGB").resize(target, Image.Resampling.BICUBIC)
             else:
                 rgb = im.convert("RGB")
@@ -178,38 +165,38 @@ def check_image(data: bytes, resize: int = 0) -> tuple[bytes | None, str]:
 
 
 class _Headers:
-    """tarfile's ustar headers for members that differ only in name and size, about 10x faster.
+    """tarfile's ustar headers of members that differ only in name and size, 10x faster.
 
-    Members that TarWriter writes share mode, owner, mtime and type: a header tarfile built
-    once gets each member's name and size patched in and its checksum adjusted. A name that
-    is not ASCII or longer than 100 bytes, or a size of 8 GiB or more, takes tarfile's path.
+    A header tarfile builds once per (mode, owner, mtime, type) gets each member's name and
+    size patched in and its checksum adjusted. Names that are not ASCII or longer than 100
+    bytes, and sizes of 8 GiB or more, take tarfile's own path.
     """
 
     def __init__(self) -> None:
         self.templates: dict[tuple[Any, ...], tuple[bytes, int]] = {}
 
     def __call__(self, info: tarfile.TarInfo) -> bytes:
-        shared = (info.mode, info.uid, info.gid, info.mtime, info.uname, info.gname, info.type)
         try:
             name = info.name.encode("ascii")
         except UnicodeEncodeError:
             name = b""
-        if not name or len(name) > 100 or info.size >= 8**11 or info.linkname or info.devmajor or info.devminor:
+        if not 0 < len(name) <= 100 or info.size >= 8**11 or info.linkname or info.devmajor or info.devminor:
             return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+        shared = (info.mode, info.uid, info.gid, info.mtime, info.uname, info.gname, info.type)
         if shared not in self.templates:
             blank = tarfile.TarInfo("")
             blank.mode, blank.uid, blank.gid, blank.mtime, blank.uname, blank.gname, blank.type = shared
             base = blank.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
-            # The checksum counts its own 8-byte field as spaces, and our name and size fields are patched in.
+            # The checksum counts its own 8 bytes as spaces (256); name and size are added per member.
             self.templates[shared] = base, 256 + sum(base[100:124]) + sum(base[136:148]) + sum(base[156:])
         base, partial = self.templates[shared]
         size = b"%011o\0" % info.size
-        checksum = partial + sum(name) + sum(size)
-        return b"".join((name, bytes(100 - len(name)), base[100:124], size, base[136:148], b"%06o\0" % checksum, base[155:]))
+        checksum = b"%06o\0" % (partial + sum(name) + sum(size))
+        return b"".join((name, bytes(100 - len(name)), base[100:124], size, base[136:148], checksum, base[155:]))
 
 
 class _TarFile(tarfile.TarFile):
-    """tarfile's regular writer, one write per member: no per-member `copy.copy` or chunked copy (same bytes)."""
+    """tarfile's regular writer with one write per member (no per-member copy.copy or chunked copy)."""
 
     headers = _Headers()
     zeros = bytes(tarfile.BLOCKSIZE)
@@ -224,15 +211,15 @@ class _TarFile(tarfile.TarFile):
 
 
 class _TarWriter(TarWriter):
-    """webdataset's TarWriter on a regular (not streaming) tar file, in the ustar format it intends.
+    """webdataset's TarWriter on a regular (not streaming) tarfile, in the ustar format it means to use.
 
-    TarWriter opens tarfile in stream mode ("w|"), whose buffer concatenates bytes: about
-    0.3 ms per 60 KB image, more than all the rest of a sample. The archive bytes are the same.
+    Stream mode ("w|") buffers by concatenating bytes, about 0.3 ms per 60 KB image: more
+    than all the rest of a sample. The archive bytes are the same.
     """
 
     def __init__(self, fileobj: Any, **kw: Any) -> None:
         super().__init__(fileobj, **kw)
-        self.tarstream.fileobj.close()  # the unused stream: nothing buffered, the file stays open
+        self.tarstream.fileobj.close()  # the unused stream: nothing buffered, our file stays open
         self.tarstream = _TarFile(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT)
 
 
@@ -251,7 +238,7 @@ class _HashingFile:
         return self.size
 
 
-def file_sha256(path: Path) -> str:
+def _file_sha256(path: Path) -> str:
     sha = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -260,70 +247,129 @@ def file_sha256(path: Path) -> str:
 
 
 def write_shard(task: ShardTask, report: Callable[[int], None]) -> dict[str, Any]:
-    """Write one shard (or keep it when its completion record and hash match); returns its record."""
+    """Write one shard, or keep it when its completion record and hash match; returns its record."""
     out = Path(task.out_dir)
-    path, progress_file = out / task.name, out / ".progress" / f"{task.name}.json"
-    done = task.done
-    if done and done.get("fingerprint") == task.fingerprint and path.is_file() and file_sha256(path) == done.get("sha256"):
+    path, done = out / task.name, task.done
+    if done and done.get("fingerprint") == task.fingerprint and path.is_file() and _file_sha256(path) == done.get("sha256"):
         report(len(task.samples))
         return {**done, "kept": True}
     tmp = out / f"{task.name}.tmp"
-    skipped, count, pending = [], 0, 0
+    skipped, count = [], 0
     with tmp.open("wb") as f:
         sink = _HashingFile(f)
         writer = _TarWriter(sink, user="lit", group="lit", mode=0o444, mtime=MTIME, encoder=False)
-        for s in task.samples:
+        for i, s in enumerate(task.samples, 1):
             try:
                 with open(s.path, "rb", buffering=0) as img:  # unbuffered: one read, no copy
                     data, reason = check_image(img.readall(), task.resize)
             except OSError as err:
                 data, reason = None, f"unreadable: {err.strerror or err}"
             if data is None:
-                skipped.append({"image_id": s.image_id, "file_name": s.file_name, "reason": reason})
+                skipped.append({"image_id": s.image_id, "category_id": s.cls, "file_name": s.file_name, "reason": reason})
             else:
                 writer.write({"__key__": s.key, "jpg": data, "txt": s.caption, "cls": b"%d" % s.cls, "json": s.meta})
                 count += 1
-            pending += 1
-            if pending == 64:
-                report(pending)
-                pending = 0
+            if i % 64 == 0:
+                report(64)
         writer.close()
     os.replace(tmp, path)
     record = {"name": task.name, "samples": count, "bytes": sink.size, "sha256": sink.sha.hexdigest(),
               "fingerprint": task.fingerprint, "skipped": skipped}
-    progress_file.parent.mkdir(exist_ok=True)
-    _write_json_atomic(progress_file, record)
-    report(pending)
+    (out / ".progress").mkdir(exist_ok=True)
+    _write_json_atomic(out / ".progress" / f"{task.name}.json", record)
+    report(len(task.samples) % 64)
     return {**record, "kept": False}
 
 
-_QUEUE: Any = None
+def _serve(tasks: Any, results: Any) -> None:
+    """A worker process: write the shards handed out on `tasks` until None; report on `results`."""
+    while (task := tasks.get()) is not None:
+        try:
+            results.put(("done", task.index, write_shard(task, lambda n: results.put(("progress", n, None)))))
+        except BaseException:
+            results.put(("error", task.index, traceback.format_exc()))
+            raise
 
 
-def _init_worker(queue: Any) -> None:
-    global _QUEUE
-    _QUEUE = queue
+class _Writers:
+    """Processes that write shards, started before planning so that their start overlaps it.
+
+    fork (where available) reuses this process's imports; spawn works too, it only starts
+    slower. Each task is pickled once, onto a queue. One worker means this process.
+    """
+
+    def __init__(self, workers: int, start_method: str | None) -> None:
+        self.procs: list[Any] = []
+        if workers > 1:
+            ctx = mp.get_context(start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn"))
+            self.tasks, self.results = ctx.Queue(), ctx.Queue()
+            self.procs = [ctx.Process(target=_serve, args=(self.tasks, self.results), daemon=True) for _ in range(workers)]
+            for p in self.procs:
+                p.start()
+
+    def __enter__(self) -> _Writers:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        if self.procs and exc_type is not None:
+            self.tasks.cancel_join_thread()  # unsent tasks must not block this process's exit
+        for p in self.procs:
+            p.terminate() if exc_type is not None else self.tasks.put(None)
+        for p in self.procs:
+            p.join()
+
+    def run(self, tasks: Iterable[ShardTask], bar: Progress, tid: Any) -> list[dict[str, Any]]:
+        """Write every task (handed out as they come); the records in task order."""
+        if not self.procs:
+            return [write_shard(t, lambda n: bar.advance(tid, n)) for t in tasks]
+        records: dict[int, dict[str, Any]] = {}
+        names: list[str] = []
+        for t in tasks:
+            while len(names) - len(records) >= 4 * len(self.procs):  # a few tasks ahead, not the whole plan in memory
+                self._collect(records, names, bar, tid, block=True)
+            self.tasks.put(t)
+            names.append(t.name)
+            self._collect(records, names, bar, tid, block=False)
+        while len(records) < len(names):
+            self._collect(records, names, bar, tid, block=True)
+        return [records[i] for i in range(len(names))]
+
+    def _collect(self, records: dict[int, dict[str, Any]], names: list[str], bar: Progress, tid: Any, block: bool) -> None:
+        """Take the workers' messages: progress, a shard's record, or a worker's error."""
+        while True:
+            try:
+                kind, index, payload = self.results.get(timeout=1.0) if block else self.results.get_nowait()
+            except Empty:
+                if any(p.exitcode not in (None, 0) for p in self.procs):
+                    raise RuntimeError("a shard writer process died (out of memory?); run again to resume") from None
+                return
+            if kind == "error":
+                raise RuntimeError(f"writing {names[index]} failed in a worker:\n{payload}")
+            if kind == "progress":
+                bar.advance(tid, index)
+            else:
+                records[index] = payload
+                if block:
+                    return
 
 
-def _worker(task: ShardTask) -> dict[str, Any]:
-    return write_shard(task, _QUEUE.put)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+def _fingerprint(settings: bytes, group: Sequence[Sample]) -> str:
+    """What a shard's bytes depend on: the settings and each sample with its file's size and mtime."""
+    h = hashlib.sha256(settings)
+    for s in group:
+        h.update(b"\0".join((s.key.encode(), s.path.encode(), s.caption, b"%d" % s.cls, s.meta,
+                             b"%d:%d" % (s.size, s.mtime_ns))) + b"\n")
+    return h.hexdigest()
 
 
 def _previous_records(out: Path) -> dict[str, dict[str, Any]]:
     """Completion records of an earlier run: the manifest's shards, then `.progress/` files."""
     records: dict[str, dict[str, Any]] = {}
     try:
-        manifest = json.loads((out / "manifest.json").read_text())
-        if manifest.get("format") == FORMAT:
-            for s in manifest["shards"]:
-                records[s["name"]] = {**s, "skipped": [k for k in manifest["skipped"] if k.get("shard") == s["name"]]}
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = read_manifest(out)
+        for s in manifest["shards"]:
+            records[s["name"]] = {**s, "skipped": [k for k in manifest["skipped"] if k.get("shard") == s["name"]]}
+    except (DatasetError, KeyError, TypeError):
         pass
     for p in sorted((out / ".progress").glob("*.json")):
         try:
@@ -333,95 +379,80 @@ def _previous_records(out: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _run_tasks(tasks: list[ShardTask], workers: int, progress: bool, total: int, start_method: str | None) -> list[dict[str, Any]]:
-    bar = Progress(TextColumn("[bold]writing shards"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), console=console, disable=not progress)
-    if workers <= 1:
-        with bar:
-            tid = bar.add_task("shards", total=total)
-            return [write_shard(t, lambda n: bar.advance(tid, n)) for t in tasks]
-    # fork (where available) reuses this process's imports; spawn works too, it only starts slower.
-    ctx = mp.get_context(start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn"))
-    queue = ctx.Queue()
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(queue,)) as pool:  # workers start before any thread
-        with bar:
-            tid = bar.add_task("shards", total=total)
-            result = pool.map_async(_worker, tasks, chunksize=1)
-            while not result.ready():
-                try:
-                    bar.advance(tid, queue.get(timeout=0.1))
-                except Empty:
-                    pass
-            records = result.get()  # re-raises a worker's error
-            bar.update(tid, completed=total)
-    return records
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
 
 
-def _fingerprint(settings: bytes, group: Sequence[Sample]) -> str:
-    """What a shard's bytes depend on: the settings and every planned sample (image size and mtime via settings)."""
-    h = hashlib.sha256(settings)
-    for s in group:
-        h.update(b"\0".join((s.key.encode(), s.path.encode(), s.caption, b"%d" % s.cls, s.meta, b"%d" % s.size)) + b"\n")
-    return h.hexdigest()
-
-
-def build_shards(
-    root: str | Path,
-    split: str,
-    out_dir: str | Path,
-    shard_cfg: ShardConfig,
-    caption_cfg: CaptionConfig,
-    progress: bool = True,
-    start_method: str | None = None,
-) -> dict[str, Any]:
+def build_shards(root: str | Path, split: str, out_dir: str | Path, shard_cfg: ShardConfig, caption_cfg: CaptionConfig,
+                 progress: bool = True, start_method: str | None = None) -> dict[str, Any]:
     """Write `{split}-{index:06d}.tar` shards, `categories.json` and `manifest.json` into `out_dir`.
 
     The whole split is validated before anything is written. Returns the manifest.
     """
     data = load_split(root, split)
-    out = Path(out_dir)
-    samples, skipped, files_state = plan_samples(data, shard_cfg, caption_cfg)
-    shards = plan_shards(samples, shard_cfg.samples_per_shard, shard_cfg.max_bytes)
-    settings = {"format": FORMAT, "source_sha256": data.source_sha256, "files": files_state, "resize": shard_cfg.resize}
+    workers = max(1, min(shard_cfg.workers, -(-len(data.images) // shard_cfg.samples_per_shard)))
+    with _Writers(workers, start_method) as writers:
+        return _build(data, Path(out_dir), shard_cfg, caption_cfg, writers, progress)
+
+
+def _build(data: Split, out: Path, shard_cfg: ShardConfig, caption_cfg: CaptionConfig, writers: _Writers,
+           progress: bool) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous_records(out)
     (out / "manifest.json").unlink(missing_ok=True)  # a manifest always describes a finished build
-    names = [f"{split}-{i:06d}.tar" for i in range(len(shards))]
-    pattern = re.compile(rf"^{re.escape(split)}-\d{{6}}\.tar(\.tmp)?$")
-    for p in out.iterdir():  # partial writes and shards of an older, longer plan
-        if pattern.match(p.name) and (p.suffix == ".tmp" or p.name not in names):
+    ours = re.compile(rf"^{re.escape(data.name)}-(\d{{6}})\.tar(\.tmp)?$")
+    for p in out.iterdir():  # partial writes of an earlier run
+        if ours.match(p.name) and p.suffix == ".tmp":
             p.unlink()
-    tasks = []
-    for i, (name, group) in enumerate(zip(names, shards)):
-        fingerprint = _fingerprint(json.dumps(settings).encode(), group)
-        tasks.append(ShardTask(i, name, str(out), tuple(group), shard_cfg.resize, fingerprint, previous.get(name)))
-    workers = max(1, min(shard_cfg.workers, len(tasks)))
-    logger.info("%s: %d images -> %d shards in %s (%d workers)", split, len(samples), len(tasks), out, workers)
-    records = _run_tasks(tasks, workers, progress, len(samples), start_method)
-    manifest = _manifest(data, shard_cfg, caption_cfg, records, skipped, shards)
+    settings = json.dumps({"format": FORMAT, "source_sha256": data.source_sha256, "resize": shard_cfg.resize}).encode()
+    skipped: list[dict[str, Any]] = []
+    classes: Counter[int] = Counter()
+
+    def tasks() -> Iterator[ShardTask]:
+        reported = 0
+        for i, group in enumerate(plan(data, shard_cfg, caption_cfg, skipped)):
+            classes.update(s.cls for s in group)
+            bar.advance(tid, len(skipped) - reported)  # images skipped while planning count as done
+            reported = len(skipped)
+            name = f"{data.name}-{i:06d}.tar"
+            yield ShardTask(i, name, str(out), tuple(group), shard_cfg.resize, _fingerprint(settings, group), previous.get(name))
+
+    bar = Progress(TextColumn("[bold]writing shards"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), console=console, disable=not progress)
+    logger.info("%s: %d images -> shards of up to %d samples in %s", data.name, len(data.images), shard_cfg.samples_per_shard, out)
+    with bar:
+        tid = bar.add_task("shards", total=len(data.images))
+        records = writers.run(tasks(), bar, tid)
+        bar.update(tid, completed=len(data.images))
+    for p in out.iterdir():  # shards of an earlier plan that had more of them
+        m = ours.match(p.name)
+        if m and int(m.group(1)) >= len(records):
+            p.unlink()
+    manifest = _manifest(data, shard_cfg, caption_cfg, records, skipped, classes)
     _write_json_atomic(out / "categories.json", [c.to_json() for c in data.categories])
     _write_json_atomic(out / "manifest.json", manifest)
-    if (out / ".progress").is_dir():  # the manifest now holds every completion record
-        for p in (out / ".progress").iterdir():
-            p.unlink()
+    for p in sorted((out / ".progress").glob("*")):  # the manifest now holds every completion record
+        p.unlink()
+    if (out / ".progress").is_dir():
         (out / ".progress").rmdir()
     _log_summary(manifest, sum(1 for r in records if r.get("kept")))
     return manifest
 
 
 def _manifest(data: Split, shard_cfg: ShardConfig, caption_cfg: CaptionConfig, records: list[dict[str, Any]],
-              skipped: list[dict[str, Any]], shards: list[list[Sample]]) -> dict[str, Any]:
+              skipped: list[dict[str, Any]], planned: Counter[int]) -> dict[str, Any]:
     late = [{**k, "shard": r["name"]} for r in records for k in r["skipped"]]
-    late_ids = {k["image_id"] for k in late}
-    classes = Counter(s.cls for group in shards for s in group if s.image_id not in late_ids)
+    classes = planned - Counter(k["category_id"] for k in late)  # drops classes left with no sample
     return {
         "format": FORMAT, "split": data.name,
         "source": {"root": str(data.root.resolve()), "annotations": f"{data.name}.json", "sha256": data.source_sha256},
         "recipe": caption_cfg.recipe, "mixed_recipes": list(caption_cfg.mixed_recipes), "prefix": caption_cfg.prefix,
         **{k: v for k, v in asdict(shard_cfg).items() if k != "workers"},
         "shards": [{k: r[k] for k in ("name", "samples", "bytes", "sha256", "fingerprint")} for r in records],
-        "totals": {"shards": len(records), "samples": sum(r["samples"] for r in records),
-                   "bytes": sum(r["bytes"] for r in records), "images": len(data.images), "skipped": len(skipped) + len(late)},
+        "totals": {"shards": len(records), "samples": sum(r["samples"] for r in records), "bytes": sum(r["bytes"] for r in records),
+                   "images": len(data.images), "skipped": len(skipped) + len(late)},
         "num_classes": len(classes), "num_categories": len(data.categories),
         "class_counts": {str(k): classes[k] for k in sorted(classes)},
         "skipped": sorted(skipped + late, key=lambda k: k["image_id"]),
@@ -442,7 +473,7 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
     """The manifest of a finished shard build."""
     path = Path(shard_dir) / "manifest.json"
     if not path.is_file():
-        raise DatasetError(path, "not found: the shard build has not finished here; run `lit shards ROOT --out DIR` (it resumes)")
+        raise DatasetError(path, "not found: the build has not finished; run `lit shards ROOT --out DIR` (it resumes)")
     try:
         manifest = json.loads(path.read_text())
     except ValueError as err:
@@ -458,5 +489,5 @@ def shard_urls(shard_dir: str | Path) -> list[str]:
     return [str(base / s["name"]) for s in read_manifest(shard_dir)["shards"]]
 
 
-__all__ = ["FORMAT", "Sample", "build_shards", "check_image", "plan_samples", "plan_shards", "read_manifest",
-           "sample_json", "shard_urls", "write_shard"]
+__all__ = ["FORMAT", "Sample", "ShardTask", "build_shards", "check_image", "plan", "read_manifest", "shard_urls",
+           "write_shard"]

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run directory (its newest checkpoint)")
     parser.add_argument("-k", "--top", type=int, default=5, help="how many guesses per image")
-    parser.add_argument("--rank", choices=RANKS, default="species", help="rank to predict at: probabilities are summed up the tree")
+    parser.add_argument("--rank", choices=RANKS, default="species",
+                        help="rank to predict at: probabilities are summed up the tree")
     parser.add_argument("--categories", help="candidate classes: categories.json, a split JSON or the official CSV "
                                              "(default: the checkpoint config's validation categories)")
     parser.add_argument("--templates", help="comma-separated template sets (default: the config's eval.templates)")

@@ -127,6 +127,8 @@ def gather_codes(codes: torch.Tensor) -> torch.Tensor:
     sizes = torch.zeros(world, dtype=torch.long, device=codes.device)
     sizes[rank] = codes.numel()
     dist.all_reduce_sum(sizes)
+    if int(sizes.sum()) == 0:  # the same on every rank: all skip the second reduction together
+        return codes
     start = int(sizes[:rank].sum())
     out = torch.zeros(int(sizes.sum()), dtype=torch.long, device=codes.device)
     out[start:start + codes.numel()] = codes

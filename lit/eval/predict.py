@@ -81,7 +81,8 @@ def _depth(rank: str) -> int:
     return RANKS.index(rank)
 
 
-def top_k(probs: torch.Tensor, categories: Sequence[Category], taxonomy: Taxonomy, k: int = 5, rank: str = "species") -> list[Guess]:
+def top_k(probs: torch.Tensor, categories: Sequence[Category], taxonomy: Taxonomy, k: int = 5,
+          rank: str = "species") -> list[Guess]:
     """The k most likely taxa at `rank` for one image's class probabilities [C]."""
     depth = _depth(rank)
     taxa = rank_probabilities(probs[None], taxonomy, rank)[0]

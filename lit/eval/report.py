@@ -15,6 +15,12 @@ from rich.table import Table  # noqa: E402
 from lit.eval.paper import PAPER_TABLE, PaperRow  # noqa: E402
 
 
+def class_label(entry: dict[str, Any]) -> str:
+    """"common name (binomial)", or the binomial alone when they are the same."""
+    common, name = entry.get("common_name") or "", entry["name"]
+    return f"{common} ({name})" if common and common.casefold() != name.casefold() else name
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
@@ -48,13 +54,13 @@ def breakdown_table(result: dict[str, Any]) -> Table:
 
 
 def hardest_table(result: dict[str, Any], limit: int = 20) -> Table:
-    """The hardest classes (lowest top-1) and the most confused pairs, side by side in two sections."""
+    """The hardest classes (lowest top-1, those below 100%) and the most confused pairs, in two sections."""
     table = Table(title="Hardest classes and most confused pairs")
     for name, justify in (("class / true → predicted", "left"), ("top-1", "right"), ("top-5", "right"), ("n", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    hardest = result.get("hardest", [])[:limit]
+    hardest = [h for h in result.get("hardest", []) if h["accuracy"] < 100.0][:limit]
     for i, h in enumerate(hardest):
-        table.add_row(f"{h['common_name']} ({h['name']})", _pct(h["accuracy"]), _pct(h.get("top5")), str(h["n"]),
+        table.add_row(class_label(h), _pct(h["accuracy"]), _pct(h.get("top5")), str(h["n"]),
                       end_section=i == len(hardest) - 1)
     for c in result.get("confused", [])[:limit]:
         table.add_row(f"{c.get('true_name', c['true'])} → {c.get('pred_name', c['pred'])}", "", "", str(c["count"]))

@@ -14,14 +14,14 @@ results.json (accuracies in percent, as in the paper)::
      "num_samples", "num_classes", "classes_evaluated", "bad_samples", "seconds",
      "templates", "checkpoint": {"path", "step"}, "setup": {...}, "paper_table": [...]}
 
-The numeric top-level entries are what training logs into metrics.jsonl.
+The numeric top-level entries are what training logs into metrics.jsonl, beside the record's
+own `type` and `step`: so the checkpoint's step lives under "checkpoint", not at the top.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -90,17 +90,12 @@ def newest_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     return {"path": str(found[-1]), "step": int(match.group(1)) if match else None}
 
 
-def _readers_limit(subset: int, world: int, workers: int) -> int:
-    """Samples per (rank, worker) reader so that all readers together take about `subset`."""
-    return math.ceil(subset / (world * max(1, workers))) if subset > 0 else 0
-
-
 def _batches(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistInfo, subset: int) -> Iterator[dict[str, Any]]:
     cached = cfg.data.image_source == "cached"
     stream = Stream(folder.urls, cached, None if cached else built.preprocess_val, tokenizer=None, seed=cfg.train.seed)
     workers = min(cfg.data.workers, max(1, len(folder.urls[info.rank::info.world_size])))
-    pipeline = eval_pipeline(stream, rank=info.rank, world=info.world_size, batch_size=cfg.eval.batch_size,
-                             limit=_readers_limit(subset, info.world_size, workers))
+    fraction = min(1.0, subset / folder.samples) if subset > 0 else 1.0
+    pipeline = eval_pipeline(stream, rank=info.rank, world=info.world_size, batch_size=cfg.eval.batch_size, fraction=fraction)
     return iter(make_loader(pipeline, workers, seed=cfg.train.seed))
 
 
@@ -123,13 +118,14 @@ def count_predictions(
     cached = cfg.data.image_source == "cached"
     lookup, taxon_ids = label_lookup(categories).to(device), Taxonomy.of(categories).ids.to(device)
     counts = Counts.zeros(len(categories), device)
-    bad, unknown = 0, set()
+    bad, unknown = 0, set[int]()
     expected = folder.samples // info.world_size if subset <= 0 else min(subset // info.world_size, folder.samples)
     bar = Progress(TextColumn("[bold]zero-shot eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, disable=not (progress and info.is_main))
     with bar:
         task = bar.add_task("eval", total=max(1, expected))
-        for batch, bad in batch_counts(_batches(cfg, built, folder, info, subset)):
+        for batch, bad_so_far in batch_counts(_batches(cfg, built, folder, info, subset)):
+            bad = bad_so_far
             labels = batch["labels"].to(device)
             targets = to_class_index(labels, lookup)
             known = targets >= 0
@@ -147,8 +143,8 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Zero-shot evaluation on every rank (collective); returns the results on every rank.
 
-    `subset` > 0 reads about that many samples: the first of each reader's shards, the same
-    ones at every periodic evaluation of a run. When `write_results`, rank 0 writes
+    `subset` > 0 reads about that many samples, chosen by a hash of their keys: the same ones at
+    every periodic evaluation, whatever the ranks and workers, spread over all classes. When `write_results`, rank 0 writes
     `{out_dir or cfg.run_dir}/results.json` and `plots/accuracy.png`.
     """
     start = time.perf_counter()

@@ -89,7 +89,8 @@ def builtin_set(name: str, captions: CaptionConfig) -> TemplateSet:
         return TemplateSet(name, tuple(functools.partial(_on_label, t) for t in OPENAI_IMAGENET_TEMPLATES))
     if name == "simple":
         return TemplateSet(name, tuple(functools.partial(_simple, k) for k in range(3)))
-    raise ConfigError("", "eval.templates", f"unknown template set {name!r}; choose from {', '.join(BUILTIN)} or give a file path")
+    raise ConfigError("", "eval.templates",
+                      f"unknown template set {name!r}; choose from {', '.join(BUILTIN)} or give a file path")
 
 
 # Two categories that differ in every field: a template that gives both the same text has no slot.
@@ -103,10 +104,15 @@ _PROBES = tuple(
 def load_template_file(path: str | Path) -> TemplateSet:
     """Templates from a text file, one per line, each checked against a probe category."""
     path = Path(path)
-    lines = [(n, raw.strip()) for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), "eval.templates", f"cannot read the template file ({err}): give a UTF-8 text file") from err
+    lines = [(n, raw.strip()) for n, raw in enumerate(text.splitlines(), 1)]
     lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
     if not lines:
-        raise ConfigError(str(path), "eval.templates", "the template file holds no templates: write one per line, with {} for the class")
+        raise ConfigError(str(path), "eval.templates",
+                          "the template file holds no templates: write one per line, with {} for the class")
     templates = []
     for n, line in lines:
         try:

@@ -98,10 +98,26 @@ def pick_device(info: DistInfo, requested: str = "auto") -> torch.device:
     return torch.device("cuda", index)
 
 
+def share_cpu_threads(info: DistInfo, env: Mapping[str, str] | None = None) -> int:
+    """Give each CPU rank its share of the cores (torchrun does the same with OMP_NUM_THREADS=1).
+
+    Without it every rank starts one thread per core and they fight over the same cores.
+    """
+    env = os.environ if env is None else env
+    if env.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    per_node = env.get("LOCAL_WORLD_SIZE") or (env.get("SLURM_NTASKS_PER_NODE") or "").split("(")[0] or str(info.world_size)
+    threads = max(1, (os.cpu_count() or 1) // max(1, int(per_node)))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def init(info: DistInfo, device: torch.device, timeout_min: int = 30) -> None:
     """Join the process group: NCCL on GPUs, gloo on CPU. A no-op for one process."""
     if not info.distributed or tdist.is_initialized():
         return
+    if device.type == "cpu":
+        share_cpu_threads(info)
     backend = "nccl" if device.type == "cuda" else "gloo"
     tdist.init_process_group(
         backend=backend,

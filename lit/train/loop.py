@@ -32,12 +32,13 @@ class LiTForward(nn.Module):
     def __init__(self, model: nn.Module, cached: bool) -> None:
         super().__init__()
         self.model, self.cached = model, cached
+        self.frozen_tower = image_tower_locked(model)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.cached:
             image_features = F.normalize(images.float(), dim=-1)
         else:
-            with torch.no_grad() if image_tower_locked(self.model) else contextlib.nullcontext():
+            with torch.no_grad() if self.frozen_tower else contextlib.nullcontext():
                 image_features = self.model.encode_image(images, normalize=True)
         with causal_mask_for(self.model, tokens.shape[1]):
             text_features = self.model.encode_text(tokens, normalize=True)

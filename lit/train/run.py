@@ -199,7 +199,8 @@ def _loop(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistIn
                 every = cfg.checkpoint.every_steps
                 if stop or trainer.step == epoch_end or trainer.step >= stop_at or (every and trainer.step % every == 0):
                     save_checkpoint(cfg, trainer, tower_fp, info, epoch)
-                if stop or trainer.step >= stop_at < sched.total_steps:
+                stop_early = stop_at < sched.total_steps and trainer.step >= stop_at
+                if stop or stop_early:
                     why = signals.reason() if stop else f"train.stop_at_step={stop_at}"
                     metrics.write("stop", trainer.step, reason=why)
                     logger.warning("stopped at step %d (%s): checkpoint saved, resume continues from here", trainer.step, why)
@@ -228,7 +229,9 @@ def _evaluate(cfg: Config, built: BuiltModel, info: dist.DistInfo, trainer: Trai
     from lit.eval.runner import evaluate_model
 
     result = evaluate_model(cfg, built, info, subset=0 if final else cfg.eval.subset, write_results=final)
-    metrics.write("eval", trainer.step, final=final, **{k: v for k, v in result.items() if isinstance(v, (int, float))})
+    scalars = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    scalars.update({f"top1_{rank}": acc for rank, acc in result.get("per_rank", {}).items()})
+    metrics.write("eval", trainer.step, final=final, **scalars)
 
 
 def load_run_config(path: str | Path) -> dict[str, Any]:

@@ -207,3 +207,36 @@ def test_cli_flags_override_the_config(toy_root: Path, tmp_path: Path) -> None:
 def test_read_manifest_errors_name_the_fix(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="run `lit shards"):
         read_manifest(tmp_path)
+
+
+def test_fast_tar_writer_gives_webdataset_tarwriter_bytes(toy_root: Path) -> None:
+    import random
+    import tarfile
+
+    from webdataset import TarWriter
+
+    from lit.data.shards import _Headers, _TarWriter
+
+    files = [p.read_bytes() for p in sorted((toy_root / "val").rglob("*.jpg"))[:20]]
+    samples = [{"__key__": f"{i:08d}", "jpg": d, "txt": "A photo of the Pine White", "cls": 2087, "json": {"i": i}}
+               for i, d in enumerate(files)]
+    outputs = []
+    for cls in (TarWriter, _TarWriter):
+        buf = io.BytesIO()
+        with cls(buf, user="lit", group="lit", mode=0o444, mtime=0) as writer:
+            for s in samples:
+                writer.write(dict(s))
+        outputs.append(buf.getvalue())
+    assert outputs[0] == outputs[1]
+    names = tarfile.open(fileobj=io.BytesIO(outputs[1])).getnames()
+    assert names[:4] == ["00000000.cls", "00000000.jpg", "00000000.json", "00000000.txt"]
+    headers, rng = _Headers(), random.Random(0)
+    for _ in range(500):
+        info = tarfile.TarInfo(rng.choice([f"{rng.randrange(10**9):09d}.jpg", "x" * rng.randrange(1, 120), "é.txt"]))
+        info.size, info.mtime = rng.choice([0, 511, 512, rng.randrange(10**10), 8**11]), rng.choice([0, 1_700_000_000])
+        info.mode, info.uname = rng.choice([0o444, 0o644]), rng.choice(["lit", ""])
+        try:
+            expected = info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+        except ValueError:
+            continue  # not representable in ustar at all
+        assert headers(info) == expected

@@ -18,7 +18,6 @@ from lit.configlib import to_dict  # noqa: E402
 from lit.model import BuiltModel, build_model  # noqa: E402
 
 TINY = ModelConfig(name="lit-tiny", image_weights="")
-SHARED_CSV = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "inat2021-categories.csv"
 
 
 @pytest.fixture(scope="session")

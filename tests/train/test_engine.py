@@ -180,3 +180,16 @@ def test_export_loads_in_plain_open_clip_with_identical_embeddings(engine_data: 
 
     photo = Image.fromarray((torch.rand(90, 120, 3) * 255).to(torch.uint8).numpy())
     torch.testing.assert_close(preprocess(photo), ours.preprocess_val(photo), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("precision", ["amp_bf16", "amp_fp16"])
+def test_mixed_precision_steps_train(engine_data: dict, tmp_path: Path, precision: str) -> None:
+    cfg = tiny_config(tmp_path / "run", engine_data, [f"train.precision={precision}", "train.grad_clip=1.0", "train.accum_steps=2"])
+    built = build_model(cfg.model, seed=cfg.train.seed)
+    trainer = Trainer(cfg, built, dist.resolve({}), torch.device("cpu"), total_steps=4)
+    assert trainer.scaler.is_enabled() == (precision == "amp_fp16")
+    batches = epoch_batches(cfg, built, open_folder(engine_data["train"], "t"), dist.resolve({}), epoch=0, skip=0)
+    before = {k: v.clone() for k, v in built.model.text.state_dict().items()}
+    losses = [trainer.train_step([next(batches), next(batches)]) for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(o["loss"])) and o["grad_norm"] > 0 for o in losses)
+    assert any(not torch.equal(v, before[k]) for k, v in built.model.text.state_dict().items())

@@ -1,0 +1,275 @@
+"""The run directory as the launcher sees it: jobs, attempts, state, status and logs.
+
+Besides what `lit.train` writes (config.yaml, metrics.jsonl, checkpoints/), the launcher keeps
+- `jobs.jsonl`: one line per submission (`submit`, `resume`) or `cancel`: job id, cluster, time;
+- `attempts.jsonl`: one line per start of the training task: job id, attempt, start step and
+  the reason the previous attempt stopped;
+- `slurm/`: submitit's folder (sbatch script, pickles, one log pair per task).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from lit.config import Config, load_config
+from lit.configlib import ConfigError
+from lit.train.checkpoint import NAME, list_checkpoints
+from lit.train.metrics import read_metrics
+
+ATTEMPTS = "attempts.jsonl"
+JOBS = "jobs.jsonl"
+SUBMITIT_DIR = "slurm"
+ACTIVE_STATES = frozenset({
+    "PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+    "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
+})
+"""SLURM states of a job that is still queued or running (`resume` and `submit` refuse then)."""
+REASONS = {
+    "SIGUSR2": "SIGUSR2: time limit or preemption warning, checkpoint saved",
+    "SIGTERM": "SIGTERM: preemption or cancel, checkpoint saved",
+}
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; missing file → []; a torn last line is skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def record_job(run_dir: str | Path, kind: str, job_id: str, cluster: str, **extra: Any) -> dict[str, Any]:
+    """Append a `submit`, `resume` or `cancel` line to jobs.jsonl."""
+    record = {"type": kind, "job_id": str(job_id), "cluster": cluster, "time": round(time.time(), 3), **extra}
+    append_jsonl(Path(run_dir) / JOBS, record)
+    return record
+
+
+def current_job(run_dir: str | Path) -> dict[str, Any] | None:
+    """The newest submission (`submit` or `resume`) of the run, or None."""
+    jobs = [j for j in read_jsonl(Path(run_dir) / JOBS) if j.get("type") in ("submit", "resume")]
+    return jobs[-1] if jobs else None
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The resolved config of a run directory (written at submission)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(str(run_dir), "run_dir", "not a run directory: it has no config.yaml (submit a job first)")
+    return load_config(path)
+
+
+# ---------------------------------------------------------------- metrics and checkpoints
+
+
+def metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return read_metrics(path) if path.is_file() else []
+
+
+def checkpoint_step(run_dir: str | Path) -> int:
+    """Step of the newest complete checkpoint file (0: none)."""
+    found = list_checkpoints(run_dir)
+    match = NAME.match(found[-1].name) if found else None
+    return int(match.group(1)) if match else 0
+
+
+def _since_last_start(records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    starts = [i for i, r in enumerate(records) if r.get("type") == "start"]
+    return records[starts[-1] + 1:] if starts else None
+
+
+def is_finished(records: list[dict[str, Any]]) -> bool:
+    """True when the latest training attempt wrote its `done` record."""
+    tail = _since_last_start(records)
+    return bool(tail) and any(r.get("type") == "done" for r in tail)
+
+
+def stop_reason(records: list[dict[str, Any]], attempts_before: int) -> str:
+    """How the attempt before this one ended, from metrics.jsonl.
+
+    `attempts_before` is the number of starts recorded before; fewer `start` records than that
+    means an attempt ended before training began.
+    """
+    if attempts_before == 0:
+        return "new run"
+    starts = sum(r.get("type") == "start" for r in records)
+    if starts < attempts_before:
+        return "ended before training started (killed, failed or requeued during setup)"
+    tail = _since_last_start(records) or []
+    if any(r.get("type") == "done" for r in tail):
+        return "finished"
+    stops = [r for r in tail if r.get("type") == "stop"]
+    if stops:
+        reason = str(stops[-1].get("reason", ""))
+        return REASONS.get(reason, reason)
+    return "ended without warning (killed, node failure or requeue): resumed from the newest checkpoint"
+
+
+# ---------------------------------------------------------------- attempts
+
+
+def attempts(run_dir: str | Path) -> list[dict[str, Any]]:
+    return read_jsonl(Path(run_dir) / ATTEMPTS)
+
+
+def record_attempt(run_dir: str | Path, job_id: str, cluster: str, **extra: Any) -> dict[str, Any]:
+    """Append the line of a new start (global rank 0 only): attempt, start step, the last stop's reason."""
+    before = attempts(run_dir)
+    same_job = [a for a in before if a.get("job_id") == str(job_id)]
+    record = {
+        "attempt": len(before) + 1,
+        "job_id": str(job_id),
+        "requeue": len(same_job),
+        "cluster": cluster,
+        "start_step": checkpoint_step(run_dir),
+        "last_stop": stop_reason(metrics(run_dir), len(before)),
+        "time": round(time.time(), 3),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        **extra,
+    }
+    append_jsonl(Path(run_dir) / ATTEMPTS, record)
+    return record
+
+
+def requeues_of(run_dir: str | Path, job_id: str) -> int:
+    """Requeues this job has had so far: its starts minus one."""
+    return max(0, sum(a.get("job_id") == str(job_id) for a in attempts(run_dir)) - 1)
+
+
+# ---------------------------------------------------------------- job state
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def slurm_state(job_id: str) -> str:
+    """SLURM's state of a job: squeue while it is known there, else sacct; UNKNOWN without SLURM."""
+    live = _run(["squeue", "-h", "-j", job_id, "-o", "%T"])
+    if live and live.strip():
+        return live.split()[0]
+    done = _run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State"])
+    lines = [line.strip() for line in (done or "").splitlines() if line.strip()]
+    return lines[-1].split()[0] if lines else "UNKNOWN"
+
+
+def pid_running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def job_state(job: dict[str, Any] | None) -> str:
+    """State of a jobs.jsonl record: SLURM's, or RUNNING/ENDED for a local controller process."""
+    if job is None:
+        return "NONE"
+    if job["cluster"] == "slurm":
+        return slurm_state(job["job_id"])
+    if job["cluster"] == "local":
+        return "RUNNING" if job["job_id"].isdigit() and pid_running(int(job["job_id"])) else "ENDED"
+    return "ENDED"
+
+
+def is_active(state: str) -> bool:
+    return state in ACTIVE_STATES
+
+
+# ---------------------------------------------------------------- status and logs
+
+
+def _strip(record: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (record or {}).items() if k not in ("type",)}
+
+
+def last_stop(records: list[dict[str, Any]], tries: list[dict[str, Any]], state: str) -> str:
+    """Why the newest attempt stopped; while it runs, why the one before it stopped."""
+    tail = _since_last_start(records) or []
+    ended = [r for r in tail if r.get("type") in ("stop", "done")]
+    if ended:
+        return "finished" if ended[-1]["type"] == "done" else REASONS.get(str(ended[-1].get("reason")), str(ended[-1].get("reason")))
+    if tries and not is_active(state) and state not in ("NONE", "UNKNOWN"):
+        return f"{state}: ended without a stop record (see `python -m launcher logs`)"
+    return str(tries[-1].get("last_stop", "")) if tries else ""
+
+
+def run_status(run_dir: str | Path) -> dict[str, Any]:
+    """Everything `status` shows, as plain data."""
+    cfg = load_run_config(run_dir)
+    job = current_job(run_dir)
+    records = metrics(run_dir)
+    tries = attempts(run_dir)
+    starts = [r for r in records if r.get("type") == "start"]
+    trains = [r for r in records if r.get("type") == "train"]
+    evals = [r for r in records if r.get("type") == "eval"]
+    state = job_state(job)
+    finished = is_finished(records)
+    return {
+        "name": cfg.name,
+        "run_dir": str(run_dir),
+        "cluster": job["cluster"] if job else cfg.cluster,
+        "job_id": job["job_id"] if job else None,
+        "state": state,
+        "attempt": len(tries),
+        "requeues": requeues_of(run_dir, job["job_id"]) if job else 0,
+        "max_requeues": cfg.slurm.max_requeues,
+        "step": trains[-1]["step"] if trains else (starts[-1]["step"] if starts else 0),
+        "total_steps": starts[-1].get("total_steps") if starts else None,
+        "checkpoint_step": checkpoint_step(run_dir),
+        "finished": finished,
+        "last_train": _strip(trains[-1] if trains else None),
+        "last_eval": _strip(evals[-1] if evals else None),
+        "last_stop": last_stop(records, tries, state),
+        "attempts": tries,
+    }
+
+
+def log_files(run_dir: str | Path, rank: int = 0, job_id: str | None = None) -> tuple[Path, Path]:
+    """(stdout, stderr) of one task of the run's newest job (or of `job_id`)."""
+    if job_id is None:
+        job = current_job(run_dir)
+        if job is None:
+            raise ConfigError(str(run_dir), "run_dir", "no job was submitted from this run directory")
+        job_id = job["job_id"]
+    folder = Path(run_dir) / SUBMITIT_DIR
+    return folder / f"{job_id}_{rank}_log.out", folder / f"{job_id}_{rank}_log.err"
+
+
+__all__ = [
+    "ACTIVE_STATES", "ATTEMPTS", "JOBS", "append_jsonl", "attempts", "checkpoint_step", "current_job", "is_active",
+    "is_finished", "job_state", "load_run_config", "log_files", "metrics", "read_jsonl", "record_attempt",
+    "record_job", "requeues_of", "run_status", "slurm_state", "stop_reason",
+]

@@ -1,0 +1,183 @@
+"""The task every rank runs: a submitit `Checkpointable` around `lit.train.run.run`.
+
+Signal → checkpoint → requeue:
+1. submitit's `process_job` installs its handlers (USR2: `checkpoint_and_try_requeue`; TERM and
+   CONT: logged and ignored), then calls the task.
+2. `run()` swaps in lit's flag handler for USR2 and TERM; on a signal every rank agrees on the
+   next step boundary, the checkpoint is saved there, and `run()` returns EXIT_PREEMPTED (75)
+   with submitit's handlers back in place.
+3. After a USR2, global rank 0 calls submitit's own installed handler: it counts the time-out
+   (`max_num_timeout`), calls `Task.checkpoint()` and dumps the resubmission, runs
+   `scontrol requeue` (local: exits 144 for the controller to restart the tasks) and exits.
+   The other ranks return and exit 0; `srun --kill-on-bad-exit=1` ends anything left.
+4. After a TERM alone (preemption without `preempt_send_user_signal`, `scancel`, `scontrol requeue`)
+   the ranks wait for SLURM to requeue or end the job, as SLURM decides.
+The run's state lives in the run directory, so a requeued task simply resumes there.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+from submitit.core.job_environment import JobEnvironment, SignalHandler
+from submitit.helpers import Checkpointable, DelayedSubmission
+
+from launcher import logger, runs
+from launcher.spec import PORT_RANGE, doctor_in_task
+from lit.config import Config
+from lit.log import console, setup_logging
+from lit.train import signals
+from lit.train.run import EXIT_OK, run
+
+TERM_WAIT_S = 900.0
+"""Longest wait for SLURM's kill after a TERM-only stop (GraceTime/KillWait are far shorter)."""
+LOCAL_KEEP = ("SLURM_CONF",)
+
+
+class RequeueLimitReached(RuntimeError):
+    """The job has been requeued `slurm.max_requeues` times: it stops instead of requeuing again."""
+
+
+class DoctorFailed(RuntimeError):
+    """`lit doctor` failed on a node before training (its report is in the task's log)."""
+
+
+def master_port(job_id: str) -> int:
+    """A port derived from the job id alone (as submitit's TorchDistributedEnvironment does): the same after a requeue."""
+    return random.Random(str(job_id)).randint(*PORT_RANGE)
+
+
+def rendezvous_env(env: JobEnvironment, master_addr: str | None = None, port: int | None = None) -> dict[str, str]:
+    """MASTER_ADDR/MASTER_PORT and torch's rank variables for this task.
+
+    MASTER_ADDR is the allocation's first host (SLURM) unless given; ranks come from the
+    scheduler (SLURM_PROCID/SLURM_LOCALID, or submitit's SUBMITIT_LOCAL_* for local jobs).
+    """
+    return {
+        "MASTER_ADDR": master_addr or env.hostnames[0],
+        "MASTER_PORT": str(port or master_port(env.job_id)),
+        "RANK": str(env.global_rank),
+        "WORLD_SIZE": str(env.num_tasks),
+        "LOCAL_RANK": str(env.local_rank),
+        "LOCAL_WORLD_SIZE": str(max(1, env.num_tasks // max(1, env.num_nodes))),
+    }
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    logger.info("ignoring %s: this task no longer checkpoints or requeues", signal.Signals(signum).name)
+
+
+def _scrub_slurm_env() -> None:
+    """A local job started inside a SLURM allocation must not look like a SLURM task to lit's resolver."""
+    for name in [n for n in os.environ if n.startswith(("SLURM_", "SLURMD_", "SRUN_")) and n not in LOCAL_KEEP]:
+        del os.environ[name]
+
+
+class Task(Checkpointable):
+    """Train one rank of `cfg`; requeue through submitit when the run stops on a signal."""
+
+    def __init__(self, cfg: Config, master_addr: str | None = None, master_port: int | None = None) -> None:
+        self.cfg = cfg
+        self.master_addr = master_addr
+        self.master_port = master_port
+
+    def __call__(self) -> dict[str, Any]:
+        env = JobEnvironment()
+        if env.cluster != "slurm":
+            _scrub_slurm_env()
+        os.environ.update(rendezvous_env(env, self.master_addr, self.master_port))
+        setup_logging(rank=env.global_rank)
+        try:
+            if env.global_rank == 0:
+                self._record_start(env)
+            if doctor_in_task(self.cfg) and env.local_rank == 0:
+                self._doctor()
+            signals.clear()
+            code = run(self.cfg)
+        except BaseException:
+            self._quiet(env)  # a failing task is never requeued
+            raise
+        reason = signals.reason()
+        signals.clear()
+        step = runs.checkpoint_step(self.cfg.run_dir)
+        if code == EXIT_OK:
+            self._quiet(env)  # a finished run never requeues, whatever arrives now
+            done = not self.cfg.train.stop_at_step or runs.is_finished(runs.metrics(self.cfg.run_dir))
+            return {"status": "finished" if done else "stopped", "rank": env.global_rank, "step": step}
+        if code != signals.EXIT_PREEMPTED:
+            raise RuntimeError(f"lit.train.run returned {code}, expected {EXIT_OK} or {signals.EXIT_PREEMPTED}")
+        result = {"status": "stopped", "rank": env.global_rank, "step": step, "reason": reason}
+        if "SIGTERM" in reason and "SIGUSR2" not in reason:
+            if env.cluster == "slurm":
+                self._wait_for_slurm(step)
+            return result
+        if env.global_rank == 0:
+            self._requeue(env, step)
+        return result
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission | None:
+        """Called by submitit before a requeue: resubmit this task unchanged (all state is on disk).
+
+        None (no requeue) once the run is finished.
+        """
+        if runs.is_finished(runs.metrics(self.cfg.run_dir)):
+            logger.info("the run is finished: no requeue")
+            return None
+        return DelayedSubmission(self)
+
+    # ------------------------------------------------------------ steps
+
+    def _record_start(self, env: JobEnvironment) -> None:
+        restart = os.environ.get("SLURM_RESTART_COUNT")
+        record = runs.record_attempt(self.cfg.run_dir, env.job_id, env.cluster, world_size=env.num_tasks,
+                                     slurm_restart=int(restart) if restart else None)
+        logger.info("attempt %d (job %s, requeue %d): starts at step %d; previous stop: %s", record["attempt"],
+                    env.job_id, record["requeue"], record["start_step"], record["last_stop"])
+        if record["requeue"] > self.cfg.slurm.max_requeues:
+            raise RequeueLimitReached(
+                f"job {env.job_id} was requeued {record['requeue']} times, more than slurm.max_requeues="
+                f"{self.cfg.slurm.max_requeues}: stopping. Continue with `python -m launcher resume {self.cfg.run_dir}`")
+
+    def _doctor(self) -> None:
+        from lit.doctor import ok, report, run_checks
+
+        checks = run_checks(self.cfg)
+        if not ok(checks):
+            console.print(report(checks))
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if c.status == "fail")
+            raise DoctorFailed(f"lit doctor failed on {os.uname().nodename} before training: {failed}")
+
+    def _requeue(self, env: JobEnvironment, step: int) -> None:
+        """Hand over to submitit's own handler: count, checkpoint(), requeue, exit."""
+        done = runs.requeues_of(self.cfg.run_dir, env.job_id)
+        if done >= self.cfg.slurm.max_requeues:
+            self._quiet(env)
+            raise RequeueLimitReached(
+                f"stopped at step {step} with a checkpoint, but job {env.job_id} has used its {done} requeue(s) "
+                f"(slurm.max_requeues={self.cfg.slurm.max_requeues}): continue with "
+                f"`python -m launcher resume {self.cfg.run_dir}`")
+        sig = env._usr_sig()
+        handler = signal.getsignal(sig)
+        if not isinstance(getattr(handler, "__self__", None), SignalHandler):
+            raise RuntimeError(f"submitit's {sig.name} handler is not installed: run the task through submitit")
+        signal.signal(sig, _ignore)  # one requeue only, even if the signal comes again
+        logger.warning("checkpoint at step %d saved: requeuing job %s through submitit", step, env.job_id)
+        handler(sig, None)  # submitit: checkpoint() → dump → requeue → sys.exit (returns only when mocked)
+
+    def _wait_for_slurm(self, step: int) -> None:
+        logger.warning("SIGTERM: checkpoint at step %d saved; waiting for SLURM to requeue or end the job", step)
+        deadline = time.monotonic() + TERM_WAIT_S
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+
+    @staticmethod
+    def _quiet(env: JobEnvironment) -> None:
+        signal.signal(env._usr_sig(), _ignore)
+
+
+__all__ = ["DoctorFailed", "RequeueLimitReached", "TERM_WAIT_S", "Task", "master_port", "rendezvous_env"]

@@ -1,0 +1,92 @@
+"""The README's configuration reference, generated from the config tree's field docstrings.
+
+`python -m lit.configdoc --write` refreshes README.md; a test fails when they drift apart.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from lit import config as config_module
+from lit.configlib import to_dict
+
+START = "<!-- config-reference:start -->"
+END = "<!-- config-reference:end -->"
+
+
+def field_docs() -> dict[str, dict[str, str]]:
+    """{class name: {field: docstring}} read from the string literal below each field."""
+    tree = ast.parse(Path(config_module.__file__).read_text())
+    docs: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        fields: dict[str, str] = {}
+        body = node.body
+        for current, following in zip(body, body[1:]):
+            if (isinstance(current, ast.AnnAssign) and isinstance(current.target, ast.Name)
+                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                fields[current.target.id] = " ".join(following.value.value.split())
+        docs[node.name] = fields
+    return docs
+
+
+def _default(value: Any) -> str:
+    plain = to_dict(value)
+    if plain in ("", None):
+        return '`""`' if plain == "" else "`null`"
+    if isinstance(plain, (list, dict)) and not plain:
+        return "`[]`" if isinstance(plain, list) else "`{}`"
+    text = str(plain).replace("'", "") if isinstance(plain, list) else str(plain)
+    if isinstance(plain, bool):
+        text = str(plain).lower()
+    return f"`{text}`"
+
+
+def reference() -> str:
+    """Markdown: one table per section, key, default, meaning."""
+    docs = field_docs()
+    root = config_module.Config()
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    sections = []
+    for f in dataclasses.fields(root):
+        value = getattr(root, f.name)
+        if dataclasses.is_dataclass(value):
+            sections.append((f.name, value))
+        else:
+            lines.append(f"| `{f.name}` | {_default(value)} | {docs['Config'][f.name]} |")
+    out = ["### Top level", "", *lines]
+    for name, section in sections:
+        cls = type(section)
+        out += ["", f"### `{name}`: {cls.__doc__.strip().splitlines()[0]}", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        for f in dataclasses.fields(section):
+            out.append(f"| `{name}.{f.name}` | {_default(getattr(section, f.name))} | {docs[cls.__name__][f.name]} |")
+    return "\n".join(out) + "\n"
+
+
+def splice(readme: str) -> str:
+    """README text with the block between the markers replaced by the current reference."""
+    if START not in readme or END not in readme:
+        raise ValueError(f"README.md lacks the markers {START} ... {END}")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{reference()}{END}{tail}"
+
+
+def main(argv: list[str]) -> int:
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    updated = splice(readme.read_text())
+    if "--write" in argv:
+        readme.write_text(updated)
+        return 0
+    sys.stdout.write(reference())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

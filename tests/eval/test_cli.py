@@ -1,0 +1,80 @@
+"""`lit eval` and `lit predict` on a tiny checkpoint; probabilities summed up the tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from conftest import save_tiny_checkpoint
+
+from lit.cli import main
+from lit.config import Config
+from lit.data.inat import RANKS
+from lit.data.toy import toy_categories
+from lit.eval.metrics import Taxonomy
+from lit.eval.predict import rank_probabilities, top_k
+from lit.model import BuiltModel
+
+
+@pytest.fixture
+def tiny_run(tiny: BuiltModel, toy_val: Path, tmp_path: Path, config_for: Callable[..., Config]) -> Path:
+    cfg = config_for(tmp_path / "run", toy_val)
+    save_tiny_checkpoint(cfg, tiny, step=7)
+    return tmp_path / "run"
+
+
+def test_lit_eval_writes_results(tiny_run: Path, toy_val: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--checkpoint", str(tiny_run), "--data", str(toy_val), "--templates", "paper,simple"]) == 0
+    out_dir = tiny_run / "eval" / "step-00000007-paper+simple"
+    result = json.loads((out_dir / "results.json").read_text())
+    assert result["checkpoint"]["step"] == 7 and result["checkpoint"]["path"].endswith("step-00000007.pt")
+    assert result["templates"] == ["paper", "simple"] and result["num_samples"] == 128
+    assert (out_dir / "plots" / "accuracy.png").is_file()
+    printed = capsys.readouterr().out
+    assert "LiT OpenCLIP" in printed and "63.28" in printed and "rank: genus" in printed
+
+
+def test_lit_eval_reports_bad_arguments(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--checkpoint", str(tmp_path / "nowhere")]) == 2
+    assert main(["eval", "--checkpoint", str(tiny_run), "--data", str(tmp_path)]) == 2
+    assert main(["eval", "--checkpoint", str(tiny_run), "--templates", "imagenet"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint" in err and "--data" in err and "imagenet" in err
+
+
+def test_lit_predict(tiny_run: Path, toy_val: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images = sorted((toy_val.parent / "toy" / "val").rglob("*.jpg"))[:2]
+    assert main(["predict", "--checkpoint", str(tiny_run), *map(str, images), "--rank", "genus", "-k", "3", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["image"] for line in lines] == list(map(str, images))
+    guesses = lines[0]["guesses"]
+    assert len(guesses) == 3 and all(g["rank"] == "genus" and len(g["lineage"]) == 6 for g in guesses)
+    assert guesses[0]["probability"] >= guesses[1]["probability"] >= guesses[2]["probability"]
+    assert all(g["probability"] >= g["species_probability"] - 1e-6 for g in guesses)  # a genus holds its species
+    assert main(["predict", "--checkpoint", str(tiny_run), str(images[0])]) == 0
+    assert "common name" in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(tiny_run), str(toy_val / "manifest.json")]) == 2
+
+
+def test_probabilities_sum_up_the_tree() -> None:
+    cats = toy_categories()
+    tax = Taxonomy.of(cats)
+    torch.manual_seed(0)
+    probs = torch.randn(3, len(cats)).softmax(-1)
+    for rank in RANKS:
+        taxa = rank_probabilities(probs, tax, rank)
+        assert torch.allclose(taxa.sum(-1), torch.ones(3))
+    # genus Cepaea nemoralis / Cornu aspersum are two genera; the two Asteraceae plants share a family
+    family = rank_probabilities(probs, tax, "family")[0]
+    asteraceae = [i for i, c in enumerate(cats) if c.family == "Asteraceae"]
+    fid = int(tax.ids[RANKS.index("family"), asteraceae[0]])
+    assert torch.isclose(family[fid], probs[0, asteraceae].sum())
+    guesses = top_k(probs[0], cats, tax, k=40, rank="family")
+    assert len(guesses) == len(tax.lineages[RANKS.index("family")])
+    best = next(g for g in guesses if g.taxon == "Asteraceae")
+    assert abs(best.probability - float(probs[0, asteraceae].sum())) < 1e-6
+    assert best.species.id in {cats[i].id for i in asteraceae}
+    assert best.species_probability == pytest.approx(float(probs[0, asteraceae].max()))
