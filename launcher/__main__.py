@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from submitit.core.utils import FailedSubmissionError, UncompletedJobError
+
 from launcher import runs, spec
 from lit.config import Config, load_config
 from lit.configlib import ConfigError
@@ -235,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except spec.PreflightFailed as err:
         console.print(report(err.checks))
         console.print("[red]lit doctor failed: nothing was submitted[/red]")
+        return 1
+    except (UncompletedJobError, FailedSubmissionError) as err:  # sbatch refused the job
+        console.print(f"[red]submission failed:[/red] {escape(str(err).strip())}")
         return 1
 
 

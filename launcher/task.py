@@ -18,21 +18,34 @@ The run's state lives in the run directory, so a requeued task simply resumes th
 from __future__ import annotations
 
 import os
-import random
 import signal
-import time
 from types import FrameType
-from typing import Any
 
-from submitit.core.job_environment import JobEnvironment, SignalHandler
-from submitit.helpers import Checkpointable, DelayedSubmission
+# submitit installs its handlers only after unpickling the task, which imports torch and more: several
+# seconds in which USR2's default action would kill the task. Record it instead; __call__ acts on it.
+_EARLY: list[int] = []
 
-from launcher import logger, runs
-from launcher.spec import PORT_RANGE, doctor_in_task
-from lit.config import Config
-from lit.log import console, setup_logging
-from lit.train import signals
-from lit.train.run import EXIT_OK, run
+
+def _early(signum: int, frame: FrameType | None) -> None:
+    _EARLY.append(signum)
+
+
+if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local") and signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL:
+    signal.signal(signal.SIGUSR2, _early)
+
+import random  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+from submitit.core.job_environment import JobEnvironment, SignalHandler  # noqa: E402
+from submitit.helpers import Checkpointable, DelayedSubmission  # noqa: E402
+
+from launcher import logger, runs  # noqa: E402
+from launcher.spec import PORT_RANGE, doctor_in_task  # noqa: E402
+from lit.config import Config  # noqa: E402
+from lit.log import console, setup_logging  # noqa: E402
+from lit.train import signals  # noqa: E402
+from lit.train.run import EXIT_OK, run  # noqa: E402
 
 TERM_WAIT_S = 900.0
 """Longest wait for SLURM's kill after a TERM-only stop (GraceTime/KillWait are far shorter)."""
@@ -92,6 +105,14 @@ class Task(Checkpointable):
             _scrub_slurm_env()
         os.environ.update(rendezvous_env(env, self.master_addr, self.master_port))
         setup_logging(rank=env.global_rank)
+        if env._usr_sig() in _EARLY:  # the signal came while the task was loading: stop before training
+            _EARLY.clear()
+            logger.warning("%s arrived before training started", env._usr_sig().name)
+            if env.global_rank == 0:
+                self._record_start(env)
+                self._requeue(env, runs.checkpoint_step(self.cfg.run_dir))
+            return {"status": "stopped", "rank": env.global_rank, "step": runs.checkpoint_step(self.cfg.run_dir),
+                    "reason": f"{env._usr_sig().name} before training"}
         try:
             if env.global_rank == 0:
                 self._record_start(env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -18,6 +19,7 @@ import random
 import re
 import stat
 import tarfile
+import time
 import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +30,11 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from webdataset import TarWriter
 
 from lit.config import CaptionConfig, ShardConfig
 from lit.data.captions import CaptionMaker, caption
 from lit.data.inat import DatasetError, Split, load_split
+from lit.data.tario import FastTarWriter, HashingFile, file_sha256
 from lit.log import console, logger
 
 FORMAT = "lit-shards/1"
@@ -88,7 +90,7 @@ def plan(split: Split, shard_cfg: ShardConfig, caption_cfg: CaptionConfig, skipp
     Images are shuffled with the seed (or keep the file's order), missing and empty ones go
     to `skipped`, and a shard closes at `samples_per_shard` samples or `max_bytes` bytes
     (tar headers and padding included; with resizing the original size, an upper bound).
-    Files are stat'ed ahead in threads, which hides network file system latency.
+    On a slow (network) file system, files are stat'ed ahead in threads.
     """
     images = list(split.images)
     if shard_cfg.shuffle:
@@ -100,13 +102,18 @@ def plan(split: Split, shard_cfg: ShardConfig, caption_cfg: CaptionConfig, skipp
     empty = 2 * tarfile.BLOCKSIZE + tarfile.RECORDSIZE  # end-of-archive blocks and the last record's padding
     shard: list[Sample] = []
     size = empty
-    chunks = [images[i : i + 1024] for i in range(0, len(images), 1024)]
+    chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
     paths = [[os.path.join(split.root, img.file_name) for img in chunk] for chunk in chunks]
-    with ThreadPoolExecutor(8) as pool:
-        for chunk, chunk_paths, stats in zip(chunks, paths, pool.map(_stat_chunk, paths)):
+    start = time.perf_counter()
+    first = _stat_chunk(paths[0] if paths else [])
+    slow = time.perf_counter() - start > 200e-6 * len(first)  # a network file system: stat ahead in threads
+    with ThreadPoolExecutor(16 if slow else 1) as pool:
+        ahead = pool.map(_stat_chunk, paths[1:]) if slow else map(_stat_chunk, paths[1:])
+        for chunk, chunk_paths, stats in zip(chunks, paths, itertools.chain([first], ahead)):
             for img, path, st in zip(chunk, chunk_paths, stats):
                 if st is None or not stat.S_ISREG(st.st_mode) or st.st_size == 0:
-                    reason = "empty file" if st is not None and st.st_size == 0 else "missing: file not found"
+                    reason = ("missing: file not found" if st is None else "empty file" if stat.S_ISREG(st.st_mode)
+                              else "missing: not a regular file")
                     skipped.append({"image_id": img.id, "category_id": img.category_id, "file_name": img.file_name,
                                     "reason": reason})
                     continue
@@ -164,100 +171,18 @@ def check_image(data: bytes, resize: int = 0) -> tuple[bytes | None, str]:
         return None, f"corrupt: {type(err).__name__}: {err}"
 
 
-class _Headers:
-    """tarfile's ustar headers of members that differ only in name and size, 10x faster.
-
-    A header tarfile builds once per (mode, owner, mtime, type) gets each member's name and
-    size patched in and its checksum adjusted. Names that are not ASCII or longer than 100
-    bytes, and sizes of 8 GiB or more, take tarfile's own path.
-    """
-
-    def __init__(self) -> None:
-        self.templates: dict[tuple[Any, ...], tuple[bytes, int]] = {}
-
-    def __call__(self, info: tarfile.TarInfo) -> bytes:
-        try:
-            name = info.name.encode("ascii")
-        except UnicodeEncodeError:
-            name = b""
-        if not 0 < len(name) <= 100 or info.size >= 8**11 or info.linkname or info.devmajor or info.devminor:
-            return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
-        shared = (info.mode, info.uid, info.gid, info.mtime, info.uname, info.gname, info.type)
-        if shared not in self.templates:
-            blank = tarfile.TarInfo("")
-            blank.mode, blank.uid, blank.gid, blank.mtime, blank.uname, blank.gname, blank.type = shared
-            base = blank.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
-            # The checksum counts its own 8 bytes as spaces (256); name and size are added per member.
-            self.templates[shared] = base, 256 + sum(base[100:124]) + sum(base[136:148]) + sum(base[156:])
-        base, partial = self.templates[shared]
-        size = b"%011o\0" % info.size
-        checksum = b"%06o\0" % (partial + sum(name) + sum(size))
-        return b"".join((name, bytes(100 - len(name)), base[100:124], size, base[136:148], checksum, base[155:]))
-
-
-class _TarFile(tarfile.TarFile):
-    """tarfile's regular writer with one write per member (no per-member copy.copy or chunked copy)."""
-
-    headers = _Headers()
-    zeros = bytes(tarfile.BLOCKSIZE)
-
-    def addfile(self, tarinfo: tarfile.TarInfo, fileobj: Any = None) -> None:
-        header = self.headers(tarinfo)
-        data = fileobj.getvalue() if fileobj is not None else b""  # TarWriter passes a BytesIO: no copy
-        pad = -len(data) % tarfile.BLOCKSIZE
-        self.fileobj.write(b"".join((header, data, self.zeros[:pad])))
-        self.offset += len(header) + len(data) + pad
-        self.members.append(tarinfo)
-
-
-class _TarWriter(TarWriter):
-    """webdataset's TarWriter on a regular (not streaming) tarfile, in the ustar format it means to use.
-
-    Stream mode ("w|") buffers by concatenating bytes, about 0.3 ms per 60 KB image: more
-    than all the rest of a sample. The archive bytes are the same.
-    """
-
-    def __init__(self, fileobj: Any, **kw: Any) -> None:
-        super().__init__(fileobj, **kw)
-        self.tarstream.fileobj.close()  # the unused stream: nothing buffered, our file stays open
-        self.tarstream = _TarFile(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT)
-
-
-class _HashingFile:
-    """A write-only file that hashes and counts what passes through."""
-
-    def __init__(self, f: Any) -> None:
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.size += len(data)
-        return self.f.write(data)
-
-    def tell(self) -> int:
-        return self.size
-
-
-def _file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def write_shard(task: ShardTask, report: Callable[[int], None]) -> dict[str, Any]:
     """Write one shard, or keep it when its completion record and hash match; returns its record."""
     out = Path(task.out_dir)
     path, done = out / task.name, task.done
-    if done and done.get("fingerprint") == task.fingerprint and path.is_file() and _file_sha256(path) == done.get("sha256"):
+    if done and done.get("fingerprint") == task.fingerprint and path.is_file() and file_sha256(path) == done.get("sha256"):
         report(len(task.samples))
         return {**done, "kept": True}
     tmp = out / f"{task.name}.tmp"
     skipped, count = [], 0
     with tmp.open("wb") as f:
-        sink = _HashingFile(f)
-        writer = _TarWriter(sink, user="lit", group="lit", mode=0o444, mtime=MTIME, encoder=False)
+        sink = HashingFile(f)
+        writer = FastTarWriter(sink, user="lit", group="lit", mode=0o444, mtime=MTIME, encoder=False)
         for i, s in enumerate(task.samples, 1):
             try:
                 with open(s.path, "rb", buffering=0) as img:  # unbuffered: one read, no copy
@@ -300,6 +225,7 @@ class _Writers:
 
     def __init__(self, workers: int, start_method: str | None) -> None:
         self.procs: list[Any] = []
+        self.stopped = False
         if workers > 1:
             ctx = mp.get_context(start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn"))
             self.tasks, self.results = ctx.Queue(), ctx.Queue()
@@ -313,10 +239,17 @@ class _Writers:
     def __exit__(self, exc_type: Any, *exc: object) -> None:
         if self.procs and exc_type is not None:
             self.tasks.cancel_join_thread()  # unsent tasks must not block this process's exit
-        for p in self.procs:
-            p.terminate() if exc_type is not None else self.tasks.put(None)
+            for p in self.procs:
+                p.terminate()
+        self._stop()
         for p in self.procs:
             p.join()
+
+    def _stop(self) -> None:
+        """One None per worker: each exits once the queue before it is done."""
+        for _ in self.procs if not self.stopped else ():
+            self.tasks.put(None)
+        self.stopped = True
 
     def run(self, tasks: Iterable[ShardTask], bar: Progress, tid: Any) -> list[dict[str, Any]]:
         """Write every task (handed out as they come); the records in task order."""
@@ -330,6 +263,7 @@ class _Writers:
             self.tasks.put(t)
             names.append(t.name)
             self._collect(records, names, bar, tid, block=False)
+        self._stop()  # workers exit as they finish, while the rest completes
         while len(records) < len(names):
             self._collect(records, names, bar, tid, block=True)
         return [records[i] for i in range(len(names))]

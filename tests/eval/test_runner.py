@@ -57,7 +57,9 @@ def test_subset_and_no_files_without_write(tiny: BuiltModel, toy_val: Path, tmp_
                                            config_for: Callable[..., Config]) -> None:
     cfg = config_for(tmp_path / "run", toy_val, eval={"templates": ["simple"]})
     result = evaluate_model(cfg, tiny, ONE, subset=40, write_results=False)
-    assert result["num_samples"] == 40
+    # A fixed subset chosen by key hash: about the size asked for (a binomial draw), and the same every time.
+    assert 20 <= result["num_samples"] <= 60
+    assert evaluate_model(cfg, tiny, ONE, subset=40, write_results=False)["num_samples"] == result["num_samples"]
     assert not (tmp_path / "run" / "results.json").exists()
     assert tiny.model.training is False
 

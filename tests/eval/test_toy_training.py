@@ -87,7 +87,7 @@ def test_short_training_beats_chance_and_cli_agrees(toy_root: Path, capsys: pyte
     assert (run_dir / "plots" / "accuracy.png").is_file()
     evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "eval"]
     assert [e["final"] for e in evals] == [False, True]
-    assert evals[0]["num_samples"] == 64 and evals[1]["top1"] == result["top1"]
+    assert 32 <= evals[0]["num_samples"] <= 96 and evals[1]["top1"] == result["top1"]  # subset=64, drawn by key hash
 
     out = toy_root / "cli-eval"
     args = ["eval", "--checkpoint", str(run_dir), "--data", str(toy_root / "emb" / "val"), "--out", str(out), "--quiet"]

@@ -204,3 +204,14 @@ def test_rendezvous() -> None:
     assert master_port("123456") == master_port("123456") and 20000 <= master_port("123456") <= 60000
     assert len({master_port(str(j)) for j in range(100)}) > 90
     assert rendezvous_env(env, "127.0.0.1", 5555)["MASTER_PORT"] == "5555"  # type: ignore[arg-type]
+
+
+def test_a_signal_while_loading_requeues_without_training(job_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = job_env["run_dir"]
+    task = Task(config(run_dir), "127.0.0.1", 23456)
+    submitted(task, job_env["folder"])
+    monkeypatch.setattr(task_module, "_EARLY", [signal.SIGUSR2])  # what the import-time handler recorded
+    monkeypatch.setattr(task_module, "run", lambda cfg: pytest.fail("trained after an early signal"))
+    with pytest.raises(SystemExit):
+        task()
+    assert job_env["requeued"] == [2] and len(runs.attempts(run_dir)) == 1

@@ -1,18 +1,22 @@
 """The launcher on a real 2-node SLURM cluster: submit, USR2 → checkpoint → requeue → resume, time limits,
 max_requeues, cancel and resume, and real preemption by a higher-priority partition.
 
-A toy LiT job: the tiny random model, 2 nodes x 1 task (gloo), 24 steps. Four jobs start together (one
-CPU per node each) so the waits overlap; the preemption test needs whole nodes and runs after them.
+A toy LiT job: the tiny random model, 2 nodes x 1 task (gloo), 16 steps. All scenarios start together and
+run in threads (each sends its signals at the right moment); the tests collect and check what happened.
+Nodes have 4 CPUs. The 1-CPU jobs run in the `high` partition, where nothing preempts them; the
+preemptable `low` job (3 CPUs) runs when CPUs are free, and the `high` job that needs 3 CPUs can only get
+them by preempting it (so can a requeued 1-CPU job that needs a CPU back: `low` may be preempted more
+than once, and must come back each time).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +30,22 @@ from lit.config import Config, save_config
 from lit.train import checkpoint
 from tests.conftest import REPO, tiny_config
 
-STEPS = 24
+STEPS = 16
 TOY = [
     "cluster=slurm", "slurm.nodes=2", "slurm.tasks_per_node=1", "slurm.cpus_per_task=1", "slurm.mem_gb=1",
-    "slurm.time_min=10", "slurm.signal_delay_s=30", "data.batch_size=4", "data.workers=0",
-    "data.samples_per_epoch=96", "train.device=cpu",  # 2 epochs x 12 steps of 4 x 2 ranks
+    "slurm.time_min=10", "slurm.signal_delay_s=30", "slurm.partition=high", "data.batch_size=4", "data.workers=0",
+    "data.samples_per_epoch=64", "train.device=cpu",  # 2 epochs x 8 steps of 4 samples x 2 ranks
 ]
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL"}
 HIGH_SCRIPT = """#!/bin/bash
 #SBATCH --job-name=high
 #SBATCH --partition=high
 #SBATCH --nodes=2
-#SBATCH --exclusive
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=3
 srun --label hostname
 """
+WAIT = 420.0  # the longest any scenario waits for one thing
 
 
 def wait_for(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
@@ -101,53 +107,115 @@ def log_text(run_dir: Path, job_id: str, rank: int = 0) -> str:
     return "".join(p.read_text(errors="replace") for p in (out, err) if p.is_file())
 
 
-@pytest.fixture(scope="module")
-def jobs(slurm_cluster: LocalSlurmCluster, engine_data: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Submits the four concurrent jobs once: A through the CLI, the others through the library."""
-    base = tmp_path_factory.mktemp("launcher-slurm")
-    out: dict[str, Any] = {"base": base, "data": engine_data}
+# ---------------------------------------------------------------- scenarios (run in threads)
+
+
+def drive_uninterrupted(cluster: LocalSlurmCluster, base: Path, data: dict) -> dict[str, Any]:
+    """`python -m launcher submit JOB.yaml`, then status and logs through the CLI."""
+    run_dir = base / "uninterrupted"
     job_file = base / "toy.yaml"
-    save_config(toy(base / "uninterrupted", engine_data), job_file)
-    # The time-limit job first: its one-minute windows are what the module waits on longest.
-    limit = toy(base / "time-limit", engine_data, "slurm.time_min=1", "slurm.signal_delay_s=1", "slurm.max_requeues=5",
-                "data.samples_per_epoch=320", "checkpoint.every_steps=5", "train.log_every=5")  # 80 steps
-    out["time-limit"] = (limit, submit(limit).job_id)
-    done = launcher_cli(slurm_cluster, "submit", str(job_file))
-    assert done.returncode == 0, done.stdout + done.stderr
-    out["uninterrupted"] = (base / "uninterrupted", runs.current_job(base / "uninterrupted")["job_id"], done.stdout)
-    usr2 = toy(base / "usr2", engine_data)
-    out["usr2"] = (usr2, submit(usr2).job_id)
-    capped = toy(base / "capped", engine_data, "slurm.max_requeues=0")
-    out["capped"] = (capped, submit(capped).job_id)
+    save_config(toy(run_dir, data), job_file)
+    submitted = launcher_cli(cluster, "submit", str(job_file))
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = runs.current_job(run_dir)["job_id"]
+    state = ended(cluster, job_id, WAIT)
+    return {
+        "run_dir": run_dir, "job_id": job_id, "state": state, "submitted": submitted.stdout,
+        "status": launcher_cli(cluster, "status", str(run_dir), "--json"),
+        "table": launcher_cli(cluster, "status", str(run_dir)),
+        "logs": launcher_cli(cluster, "logs", str(run_dir), "--rank", "1"),
+    }
+
+
+def drive_usr2(cluster: LocalSlurmCluster, base: Path, data: dict) -> dict[str, Any]:
+    """`scancel --signal=USR2` mid-run, as SLURM does before the time limit."""
+    cfg = toy(base / "usr2", data)
+    job_id = submit(cfg).job_id
+    wait_for(lambda: trained_to(Path(cfg.run_dir), 3, starts=1), WAIT, "step 3 of the first attempt")
+    cluster.run("scancel", "--signal=USR2", job_id)
+    return {"run_dir": Path(cfg.run_dir), "job_id": job_id, "state": ended(cluster, job_id, WAIT)}
+
+
+def drive_capped(cluster: LocalSlurmCluster, base: Path, data: dict) -> dict[str, Any]:
+    """max_requeues=0: USR2 stops without a requeue; `resume`, `cancel` mid-run, `resume` again."""
+    cfg = toy(base / "capped", data, "slurm.max_requeues=0")
+    run_dir = Path(cfg.run_dir)
+    first = submit(cfg).job_id
+    wait_for(lambda: trained_to(run_dir, 3, starts=1), WAIT, "step 3 of the first attempt")
+    cluster.run("scancel", "--signal=USR2", first)
+    out: dict[str, Any] = {"run_dir": run_dir, "first": first, "first_state": ended(cluster, first, WAIT)}
+    out["stop"] = runs.checkpoint_step(run_dir)
+    out["attempts_after_first"] = len(runs.attempts(run_dir))
+    out["second"] = second = resume(run_dir).job_id
+    wait_for(lambda: trained_to(run_dir, out["stop"] + 2, starts=2), WAIT, "the resumed attempt to train")
+    out["cancelled"] = cancel(run_dir)
+    out["second_state"] = ended(cluster, second, WAIT)
+    out["status_after_cancel"] = runs.run_status(run_dir)
+    out["third"] = third = resume(run_dir).job_id
+    out["third_state"] = ended(cluster, third, WAIT)
     return out
 
 
-def test_submit_runs_to_completion_and_reports_status(slurm_cluster: LocalSlurmCluster, jobs: dict[str, Any]) -> None:
-    run_dir, job_id, submitted = jobs["uninterrupted"]
-    assert f"submitted job {job_id}" in submitted
-    assert ended(slurm_cluster, job_id, timeout=180) == "COMPLETED", log_text(run_dir, job_id)
-    result = launcher_cli(slurm_cluster, "status", str(run_dir), "--json")
-    assert result.returncode == 0, result.stderr
-    status = json.loads(result.stdout)
+def drive_time_limit(cluster: LocalSlurmCluster, base: Path, data: dict) -> dict[str, Any]:
+    """A one-minute job that needs several attempts: SLURM's own USR2 before each time limit."""
+    cfg = toy(base / "time-limit", data, "slurm.time_min=1", "slurm.signal_delay_s=1", "slurm.max_requeues=8",
+              "data.samples_per_epoch=160", "checkpoint.every_steps=5", "train.log_every=5")
+    job_id = submit(cfg).job_id
+    return {"run_dir": Path(cfg.run_dir), "job_id": job_id, "state": ended(cluster, job_id, 2 * WAIT)}
+
+
+def drive_preempted(cluster: LocalSlurmCluster, base: Path, data: dict) -> dict[str, Any]:
+    """A `low` job preempted by a `high` one (preempt_send_user_signal: USR2 first)."""
+    cfg = toy(base / "preempted", data, "slurm.partition=low", "slurm.cpus_per_task=3")
+    run_dir = Path(cfg.run_dir)
+    job_id = submit(cfg).job_id
+    wait_for(lambda: trained_to(run_dir, 3, starts=1), 2 * WAIT, "step 3 of the low job")
+    high = cluster.sbatch(HIGH_SCRIPT)
+    return {"run_dir": run_dir, "job_id": job_id, "high_state": cluster.wait_job(high, ENDED, timeout=WAIT),
+            "state": ended(cluster, job_id, WAIT), "info": cluster.job_info(job_id)}
+
+
+@pytest.fixture(scope="module")
+def scenarios(slurm_cluster: LocalSlurmCluster, engine_data: dict,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[dict[str, Any]]]]:
+    base = tmp_path_factory.mktemp("launcher-slurm")
+    drivers = {"time-limit": drive_time_limit, "uninterrupted": drive_uninterrupted, "usr2": drive_usr2,
+               "capped": drive_capped, "preempted": drive_preempted}
+    with ThreadPoolExecutor(max_workers=len(drivers)) as pool:
+        futures = {}
+        for name, drive in drivers.items():  # in this order: the 1-CPU jobs are queued before `low`
+            futures[name] = pool.submit(drive, slurm_cluster, base, engine_data)
+            time.sleep(1.0)
+        yield futures
+
+
+def outcome(scenarios: dict[str, Future[dict[str, Any]]], name: str) -> dict[str, Any]:
+    return scenarios[name].result(timeout=3 * WAIT)
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_submit_runs_to_completion_and_reports_status(scenarios: dict[str, Future[dict[str, Any]]]) -> None:
+    out = outcome(scenarios, "uninterrupted")
+    run_dir, job_id = out["run_dir"], out["job_id"]
+    assert f"submitted job {job_id}" in out["submitted"]
+    assert out["state"] == "COMPLETED", log_text(run_dir, job_id)
+    assert out["status"].returncode == 0, out["status"].stderr
+    status = json.loads(out["status"].stdout)
     assert status["state"] == "COMPLETED" and status["finished"] and status["attempt"] == 1
     assert status["step"] == status["total_steps"] == status["checkpoint_step"] == STEPS
     assert status["last_train"]["loss"] > 0 and status["last_train"]["epoch"] == 1
     assert status["attempts"][0]["world_size"] == 2 and status["attempts"][0]["last_stop"] == "new run"
     assert train_steps(run_dir) == list(range(1, STEPS + 1))
-    starts = [r for r in runs.metrics(run_dir) if r["type"] == "start"]
-    assert starts[0]["world_size"] == 2  # two nodes met: gloo over the allocation's first host
-    table = launcher_cli(slurm_cluster, "status", str(run_dir))
-    assert "COMPLETED" in table.stdout and f"{STEPS} / {STEPS}" in table.stdout
-    logs = launcher_cli(slurm_cluster, "logs", str(run_dir), "--rank", "1")
-    assert logs.returncode == 0 and "Job completed successfully" in logs.stdout
+    assert "COMPLETED" in out["table"].stdout and f"{STEPS} / {STEPS}" in out["table"].stdout
+    assert out["logs"].returncode == 0 and "Job completed successfully" in out["logs"].stdout
 
 
-def test_usr2_checkpoints_requeues_and_resumes_exactly(slurm_cluster: LocalSlurmCluster, jobs: dict[str, Any]) -> None:
-    cfg, job_id = jobs["usr2"]
-    run_dir = Path(cfg.run_dir)
-    wait_for(lambda: trained_to(run_dir, 3, starts=1), 150, "step 3 of the first attempt")
-    slurm_cluster.run("scancel", "--signal=USR2", job_id)
-    assert ended(slurm_cluster, job_id, timeout=180) == "COMPLETED", log_text(run_dir, job_id)
+def test_usr2_checkpoints_requeues_and_resumes_exactly(scenarios: dict[str, Future[dict[str, Any]]]) -> None:
+    out = outcome(scenarios, "usr2")
+    run_dir, job_id = out["run_dir"], out["job_id"]
+    assert out["state"] == "COMPLETED", log_text(run_dir, job_id)
     (stop,) = stop_steps(run_dir)
     assert 3 <= stop < STEPS
     first, second = runs.attempts(run_dir)
@@ -155,69 +223,57 @@ def test_usr2_checkpoints_requeues_and_resumes_exactly(slurm_cluster: LocalSlurm
     assert second["start_step"] == stop and second["last_stop"].startswith("SIGUSR2")
     assert train_steps(run_dir) == list(range(1, STEPS + 1))  # no step trained twice, none skipped
     assert "Requeued job" in log_text(run_dir, job_id, 0)  # submitit's own requeue path on rank 0
-    uninterrupted, ref_job, _ = jobs["uninterrupted"]
-    assert ended(slurm_cluster, ref_job, timeout=180) == "COMPLETED"
-    assert_same_weights(run_dir, uninterrupted)
+    reference = outcome(scenarios, "uninterrupted")
+    assert reference["state"] == "COMPLETED"
+    assert_same_weights(run_dir, reference["run_dir"])
 
 
-def test_max_requeues_then_resume_a_failed_and_a_cancelled_run(slurm_cluster: LocalSlurmCluster,
-                                                                jobs: dict[str, Any]) -> None:
-    cfg, job_id = jobs["capped"]
-    run_dir = Path(cfg.run_dir)
-    wait_for(lambda: trained_to(run_dir, 3, starts=1), 150, "step 3 of the first attempt")
-    slurm_cluster.run("scancel", "--signal=USR2", job_id)
-    assert ended(slurm_cluster, job_id, timeout=90) == "FAILED"  # max_requeues=0: saved, not requeued
-    assert len(runs.attempts(run_dir)) == 1 and "max_requeues=0" in log_text(run_dir, job_id, 0)
-    (stop,) = stop_steps(run_dir)
-    assert runs.checkpoint_step(run_dir) == stop
-
-    second = resume(run_dir).job_id  # a failed run continues
-    wait_for(lambda: trained_to(run_dir, stop + 2, starts=2), 150, "the resumed attempt to train")
-    assert cancel(run_dir) == second
-    assert ended(slurm_cluster, second, timeout=60) == "CANCELLED"
-    status = runs.run_status(run_dir)
-    assert status["state"] == "CANCELLED" and not status["finished"]
-
-    third = resume(run_dir).job_id  # a cancelled run continues
-    assert ended(slurm_cluster, third, timeout=180) == "COMPLETED", log_text(run_dir, third)
+def test_max_requeues_then_resume_a_failed_and_a_cancelled_run(scenarios: dict[str, Future[dict[str, Any]]]) -> None:
+    out = outcome(scenarios, "capped")
+    run_dir = out["run_dir"]
+    assert out["first_state"] == "FAILED", log_text(run_dir, out["first"])  # saved, not requeued
+    assert out["attempts_after_first"] == 1 and "max_requeues=0" in log_text(run_dir, out["first"])
+    assert stop_steps(run_dir)[0] == out["stop"] >= 3
+    assert out["cancelled"] == out["second"] and out["second_state"] == "CANCELLED"
+    assert out["status_after_cancel"]["state"] == "CANCELLED" and not out["status_after_cancel"]["finished"]
+    assert out["third_state"] == "COMPLETED", log_text(run_dir, out["third"])
     tries = runs.attempts(run_dir)
-    assert [a["job_id"] for a in tries] == [job_id, second, third]
-    assert tries[1]["start_step"] == stop and tries[2]["start_step"] > stop
-    steps = train_steps(run_dir)
-    assert sorted(set(steps)) == list(range(1, STEPS + 1))  # SIGTERM may cut a step short: retrained, not skipped
-    uninterrupted, ref_job, _ = jobs["uninterrupted"]
-    assert ended(slurm_cluster, ref_job, timeout=180) == "COMPLETED"
-    assert_same_weights(run_dir, uninterrupted)
+    assert [a["job_id"] for a in tries] == [out["first"], out["second"], out["third"]]
+    assert tries[1]["start_step"] == out["stop"] and tries[2]["start_step"] > out["stop"]
+    assert sorted(set(train_steps(run_dir))) == list(range(1, STEPS + 1))  # a cut step is retrained, none skipped
+    reference = outcome(scenarios, "uninterrupted")
+    assert_same_weights(run_dir, reference["run_dir"])
 
 
-@pytest.mark.slow  # two or three one-minute attempts
-def test_time_limit_requeues_until_finished(slurm_cluster: LocalSlurmCluster, jobs: dict[str, Any]) -> None:
-    cfg, job_id = jobs["time-limit"]
-    run_dir = Path(cfg.run_dir)
-    assert ended(slurm_cluster, job_id, timeout=420) == "COMPLETED", log_text(run_dir, job_id)
+@pytest.mark.slow  # two or more one-minute attempts
+def test_time_limit_requeues_until_finished(slurm_cluster: LocalSlurmCluster,
+                                            scenarios: dict[str, Future[dict[str, Any]]]) -> None:
+    out = outcome(scenarios, "time-limit")
+    run_dir, job_id = out["run_dir"], out["job_id"]
+    assert out["state"] == "COMPLETED", log_text(run_dir, job_id)
     tries = runs.attempts(run_dir)
     assert len(tries) >= 2 and {a["job_id"] for a in tries} == {job_id}
-    assert all(a["last_stop"].startswith("SIGUSR2") for a in tries[1:])
-    assert [a["start_step"] for a in tries] == sorted(a["start_step"] for a in tries)
+    assert all(a["last_stop"].startswith(("SIGUSR2", "ended before training")) for a in tries[1:])
     text = log_text(run_dir, job_id, 0)
-    assert text.count("this job is timed-out") == len(tries) - 1  # submitit counted each as a time-out
+    assert "this job is timed-out" in text and "this job is preempted" not in text  # submitit counted time-outs
     assert int(slurm_cluster.job_info(job_id)["Restarts"]) == len(tries) - 1
+    steps = train_steps(run_dir)
+    assert steps == sorted(set(steps)) and steps[-1] == 40
     assert runs.run_status(run_dir)["finished"]
 
 
-@pytest.mark.slow  # about a minute: the preemption, the high job, the requeue delay
-def test_real_preemption_requeues_and_finishes(slurm_cluster: LocalSlurmCluster, jobs: dict[str, Any]) -> None:
-    wait_for(lambda: not slurm_cluster.squeue(), 420, "the other launcher jobs to end")  # `high` preempts any tier-1 job
-    run_dir = jobs["base"] / "preempted"
-    cfg = toy(run_dir, jobs["data"], "slurm.partition=low", "slurm.exclusive=true")
-    job_id = submit(cfg).job_id
-    wait_for(lambda: trained_to(run_dir, 3, starts=1), 150, "step 3 of the low job")
-    high = slurm_cluster.sbatch(HIGH_SCRIPT)
-    assert slurm_cluster.wait_job(high, {"COMPLETED", "FAILED"}, timeout=90) == "COMPLETED"
-    assert ended(slurm_cluster, job_id, timeout=180) == "COMPLETED", log_text(run_dir, job_id)
-    (stop,) = stop_steps(run_dir)
-    first, second = runs.attempts(run_dir)
-    assert second["start_step"] == stop and second["last_stop"].startswith("SIGUSR2")
-    assert train_steps(run_dir) == list(range(1, STEPS + 1))
-    assert int(slurm_cluster.job_info(job_id)["Restarts"]) >= 1
+@pytest.mark.slow  # the preemption, the high job, the requeue delay
+def test_real_preemption_requeues_and_finishes(scenarios: dict[str, Future[dict[str, Any]]]) -> None:
+    out = outcome(scenarios, "preempted")
+    run_dir, job_id = out["run_dir"], out["job_id"]
+    assert out["high_state"] == "COMPLETED"
+    assert out["state"] == "COMPLETED", log_text(run_dir, job_id)
+    tries = runs.attempts(run_dir)
+    assert int(out["info"]["Restarts"]) == len(tries) - 1 >= 1
+    stops = stop_steps(run_dir)
+    assert stops and stops[0] >= 3 and tries[1]["start_step"] == stops[0]
+    assert tries[1]["last_stop"].startswith("SIGUSR2")  # preempt_send_user_signal: USR2 before the kill
+    assert all(a["last_stop"].startswith(("SIGUSR2", "ended before training")) for a in tries[1:])
+    assert [a["start_step"] for a in tries] == sorted(a["start_step"] for a in tries)  # never went back
+    assert train_steps(run_dir) == list(range(1, STEPS + 1))  # no step trained twice, none skipped
     assert runs.run_status(run_dir)["finished"]

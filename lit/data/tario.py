@@ -1,0 +1,92 @@
+"""Deterministic, fast tar writing for shards: webdataset's TarWriter on a regular tarfile, with hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from webdataset import TarWriter
+
+
+class Headers:
+    """tarfile's ustar headers of members that differ only in name and size, 10x faster.
+
+    A header tarfile builds once per (mode, owner, mtime, type) gets each member's name and
+    size patched in and its checksum adjusted. Names that are not ASCII or longer than 100
+    bytes, and sizes of 8 GiB or more, take tarfile's own path.
+    """
+
+    def __init__(self) -> None:
+        self.templates: dict[tuple[Any, ...], tuple[bytes, int]] = {}
+
+    def __call__(self, info: tarfile.TarInfo) -> bytes:
+        try:
+            name = info.name.encode("ascii")
+        except UnicodeEncodeError:
+            name = b""
+        if not 0 < len(name) <= 100 or info.size >= 8**11 or info.linkname or info.devmajor or info.devminor:
+            return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+        shared = (info.mode, info.uid, info.gid, info.mtime, info.uname, info.gname, info.type)
+        if shared not in self.templates:
+            blank = tarfile.TarInfo("")
+            blank.mode, blank.uid, blank.gid, blank.mtime, blank.uname, blank.gname, blank.type = shared
+            base = blank.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+            # The checksum counts its own 8 bytes as spaces (256); name and size are added per member.
+            self.templates[shared] = base, 256 + sum(base[100:124]) + sum(base[136:148]) + sum(base[156:])
+        base, partial = self.templates[shared]
+        size = b"%011o\0" % info.size
+        checksum = b"%06o\0" % (partial + sum(name) + sum(size))
+        return b"".join((name, bytes(100 - len(name)), base[100:124], size, base[136:148], checksum, base[155:]))
+
+
+class FastTarFile(tarfile.TarFile):
+    """tarfile's regular writer with one write per member (no per-member copy.copy or chunked copy)."""
+
+    headers = Headers()
+    zeros = bytes(tarfile.BLOCKSIZE)
+
+    def addfile(self, tarinfo: tarfile.TarInfo, fileobj: Any = None) -> None:
+        header = self.headers(tarinfo)
+        data = fileobj.getvalue() if fileobj is not None else b""  # TarWriter passes a BytesIO: no copy
+        pad = -len(data) % tarfile.BLOCKSIZE
+        self.fileobj.write(b"".join((header, data, self.zeros[:pad])))
+        self.offset += len(header) + len(data) + pad
+        self.members.append(tarinfo)
+
+
+class FastTarWriter(TarWriter):
+    """webdataset's TarWriter on a regular (not streaming) tarfile, in the ustar format it means to use.
+
+    Stream mode ("w|") buffers by concatenating bytes, about 0.3 ms per 60 KB image: more
+    than all the rest of a sample. The archive bytes are the same.
+    """
+
+    def __init__(self, fileobj: Any, **kw: Any) -> None:
+        super().__init__(fileobj, **kw)
+        self.tarstream.fileobj.close()  # the unused stream: nothing buffered, our file stays open
+        self.tarstream = FastTarFile(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT)
+
+
+class HashingFile:
+    """A write-only file that hashes and counts what passes through."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
