@@ -21,11 +21,12 @@ from lit.configlib import ConfigError
 from lit.doctor import report
 from lit.log import console, setup_logging
 
-out = Console()  # stdout: what the command prints; logs go to stderr (lit.log.console)
+out = Console(soft_wrap=True)  # stdout: what the command prints; logs go to stderr (lit.log.console)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__.splitlines()[0],
+                                     epilog="also: " + "; ".join(f"{k}: {v[1]}" for k, v in PLUGINS.items()))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("submit", help="submit a job YAML (section.key=value overrides)")
     p.add_argument("job", metavar="JOB.yaml")
@@ -61,6 +62,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def start(cfg: Config, fresh: bool, preempt_at_step: int | None = None) -> int:
     from launcher.submit import run_debug, submit
 
+    if preempt_at_step is not None and cfg.cluster != "local":
+        raise ConfigError("command line", "--preempt-at-step", f"is for local runs; this job's cluster is {cfg.cluster!r}")
     if cfg.cluster == "debug":
         code = run_debug(cfg, fresh=fresh)
         out.print(f"debug run {'finished' if code == 0 else 'stopped with a checkpoint'} (exit {code})")
@@ -72,7 +75,7 @@ def start(cfg: Config, fresh: bool, preempt_at_step: int | None = None) -> int:
             from launcher.submit import check_fresh
 
             check_fresh(spec.prepare(cfg).run_dir)
-        summary = run_local(cfg, preempt_at_step=preempt_at_step)
+        summary = run_local(cfg, preempt_at_step=preempt_at_step, kind="submit" if fresh else "resume")
         out.print(f"local job {summary.job_id}: {summary.attempts} attempt(s), step {summary.final_step}, "
                   f"{'finished' if summary.finished else 'not finished'}" + (f"\n{summary.error}" if summary.error else ""))
         return 0 if summary.finished and not summary.error else 1
@@ -170,7 +173,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from launcher.submit import cancel
 
     job_id = cancel(Path(args.run_dir).resolve())
-    out.print(f"cancelled job {job_id}; `python -m launcher resume {escape(args.run_dir)}` continues the run")
+    out.print(f"cancelled job {job_id}; `python -m launcher resume {escape(args.run_dir)}` continues the run", soft_wrap=True)
     return 0
 
 
@@ -187,7 +190,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         sys.stdout.write("".join(lines))
         sys.stdout.flush()
     if not found:
-        out.print(f"no log yet for rank {args.rank}: {escape(str(paths[0]))} (the job may still be pending)")
+        out.print(f"no log yet for rank {args.rank}: {escape(str(paths[0]))} (the job may still be pending)", soft_wrap=True)
         return 1
     return 0
 
@@ -209,7 +212,7 @@ def _plugin(argv: list[str]) -> int | None:
     except ModuleNotFoundError as err:
         if err.name != module_name:
             raise
-        console.print(f"[red]`{name}` is not available: {module_name} is not installed[/red]")
+        console.print(f"[red]`{name}` is not available: {module_name} is not installed[/red]", soft_wrap=True)
         return 2
     parser = argparse.ArgumentParser(prog=f"python -m launcher {name}", description=help_text)
     module.add_arguments(parser)
@@ -223,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plugged = _plugin(argv)
     except ConfigError as err:
-        console.print(f"[red]config error:[/red] {escape(str(err))}")
+        console.print(f"[red]config error:[/red] {escape(str(err))}", soft_wrap=True)
         return 2
     if plugged is not None:
         return plugged
@@ -232,14 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ConfigError as err:
-        console.print(f"[red]config error:[/red] {escape(str(err))}")
+        console.print(f"[red]config error:[/red] {escape(str(err))}", soft_wrap=True)
         return 2
     except spec.PreflightFailed as err:
         console.print(report(err.checks))
         console.print("[red]lit doctor failed: nothing was submitted[/red]")
         return 1
     except (UncompletedJobError, FailedSubmissionError) as err:  # sbatch refused the job
-        console.print(f"[red]submission failed:[/red] {escape(str(err).strip())}")
+        console.print(f"[red]submission failed:[/red] {escape(str(err).strip())}", soft_wrap=True)
         return 1
 
 

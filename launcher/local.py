@@ -78,16 +78,18 @@ def _task_error(job: Any) -> str:
     return ""
 
 
-def run_local(cfg: Config, preempt_at_step: int | None = None, timeout_s: float | None = None) -> RunSummary:
+def run_local(cfg: Config, preempt_at_step: int | None = None, timeout_s: float | None = None,
+              kind: str = "submit") -> RunSummary:
     """Run `cfg` with the local executor (nodes x tasks_per_node processes) and wait for the end.
 
     With `preempt_at_step`, rank 0 gets SIGUSR2 once a step >= it is trained: all ranks stop at
     the next agreed step with a checkpoint, the task requeues itself through submitit and the
-    restarted tasks resume. Continues the run in `cfg.run_dir` if there is one.
+    restarted tasks resume. Continues the run in `cfg.run_dir` if there is one. `kind` is what
+    jobs.jsonl records (`submit` or `resume`).
     """
     cfg = replace(cfg, cluster="local")
     starts_before = sum(r.get("type") == "start" for r in runs.metrics(cfg.run_dir))
-    sub = submit(cfg, fresh=False)
+    sub = submit(cfg, kind=kind, fresh=False)
     job = sub.job
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     signalled = False

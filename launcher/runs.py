@@ -101,31 +101,44 @@ def _since_last_start(records: list[dict[str, Any]]) -> list[dict[str, Any]] | N
     return records[starts[-1] + 1:] if starts else None
 
 
+def _attempt_tail(records: list[dict[str, Any]], since: float) -> list[dict[str, Any]] | None:
+    """Records of the training attempt recorded at time `since`: after its `start`, up to the next one.
+
+    None when it never wrote a `start` (it ended while loading or setting up).
+    """
+    for i, r in enumerate(records):
+        if r.get("type") == "start" and float(r.get("time", 0)) >= since:
+            rest = records[i + 1:]
+            following = next((k for k, q in enumerate(rest) if q.get("type") == "start"), len(rest))
+            return rest[:following]
+    return None
+
+
+def _ending(tail: list[dict[str, Any]]) -> str:
+    """'finished', the reason of a `stop` record, or '' when the attempt wrote neither."""
+    ended = [r for r in tail if r.get("type") in ("stop", "done")]
+    if not ended:
+        return ""
+    if ended[-1]["type"] == "done":
+        return "finished"
+    reason = str(ended[-1].get("reason", ""))
+    return REASONS.get(reason, reason)
+
+
 def is_finished(records: list[dict[str, Any]]) -> bool:
     """True when the latest training attempt wrote its `done` record."""
     tail = _since_last_start(records)
     return bool(tail) and any(r.get("type") == "done" for r in tail)
 
 
-def stop_reason(records: list[dict[str, Any]], attempts_before: int) -> str:
-    """How the attempt before this one ended, from metrics.jsonl.
-
-    `attempts_before` is the number of starts recorded before; fewer `start` records than that
-    means an attempt ended before training began.
-    """
-    if attempts_before == 0:
+def stop_reason(records: list[dict[str, Any]], previous: dict[str, Any] | None) -> str:
+    """How the attempt `previous` (an attempts.jsonl record; None: there was none) ended, from metrics.jsonl."""
+    if previous is None:
         return "new run"
-    starts = sum(r.get("type") == "start" for r in records)
-    if starts < attempts_before:
-        return "ended before training started (killed, failed or requeued during setup)"
-    tail = _since_last_start(records) or []
-    if any(r.get("type") == "done" for r in tail):
-        return "finished"
-    stops = [r for r in tail if r.get("type") == "stop"]
-    if stops:
-        reason = str(stops[-1].get("reason", ""))
-        return REASONS.get(reason, reason)
-    return "ended without warning (killed, node failure or requeue): resumed from the newest checkpoint"
+    tail = _attempt_tail(records, float(previous.get("time", 0)))
+    if tail is None:
+        return "ended before training started (killed, failed, preempted or requeued while setting up)"
+    return _ending(tail) or "ended without warning (killed, node failure or requeue): resumed from the newest checkpoint"
 
 
 # ---------------------------------------------------------------- attempts
@@ -145,7 +158,7 @@ def record_attempt(run_dir: str | Path, job_id: str, cluster: str, **extra: Any)
         "requeue": len(same_job),
         "cluster": cluster,
         "start_step": checkpoint_step(run_dir),
-        "last_stop": stop_reason(metrics(run_dir), len(before)),
+        "last_stop": stop_reason(metrics(run_dir), before[-1] if before else None),
         "time": round(time.time(), 3),
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -193,6 +206,16 @@ def pid_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
+def local_controller_running(pid: int) -> bool:
+    """True while submitit's local controller `pid` runs (not some later process that reused the pid)."""
+    if not pid_running(pid):
+        return False
+    try:
+        return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the pid
+
+
 def job_state(job: dict[str, Any] | None) -> str:
     """State of a jobs.jsonl record: SLURM's, or RUNNING/ENDED for a local controller process."""
     if job is None:
@@ -200,7 +223,7 @@ def job_state(job: dict[str, Any] | None) -> str:
     if job["cluster"] == "slurm":
         return slurm_state(job["job_id"])
     if job["cluster"] == "local":
-        return "RUNNING" if job["job_id"].isdigit() and pid_running(int(job["job_id"])) else "ENDED"
+        return "RUNNING" if job["job_id"].isdigit() and local_controller_running(int(job["job_id"])) else "ENDED"
     return "ENDED"
 
 
@@ -217,11 +240,11 @@ def _strip(record: dict[str, Any] | None) -> dict[str, Any]:
 
 def last_stop(records: list[dict[str, Any]], tries: list[dict[str, Any]], state: str) -> str:
     """Why the newest attempt stopped; while it runs, why the one before it stopped."""
-    tail = _since_last_start(records) or []
-    ended = [r for r in tail if r.get("type") in ("stop", "done")]
-    if ended:
-        return "finished" if ended[-1]["type"] == "done" else REASONS.get(str(ended[-1].get("reason")), str(ended[-1].get("reason")))
-    if tries and not is_active(state) and state not in ("NONE", "UNKNOWN"):
+    tail = _attempt_tail(records, float(tries[-1].get("time", 0))) if tries else _since_last_start(records)
+    ending = _ending(tail or [])
+    if ending:
+        return ending
+    if tries and not is_active(state) and state not in ("NONE", "UNKNOWN", "RUNNING"):
         return f"{state}: ended without a stop record (see `python -m launcher logs`)"
     return str(tries[-1].get("last_stop", "")) if tries else ""
 
@@ -246,7 +269,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "attempt": len(tries),
         "requeues": requeues_of(run_dir, job["job_id"]) if job else 0,
         "max_requeues": cfg.slurm.max_requeues,
-        "step": trains[-1]["step"] if trains else (starts[-1]["step"] if starts else 0),
+        "step": max([checkpoint_step(run_dir)] + [r["step"] for r in (trains[-1:] + starts[-1:])]),
         "total_steps": starts[-1].get("total_steps") if starts else None,
         "checkpoint_step": checkpoint_step(run_dir),
         "finished": finished,

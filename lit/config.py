@@ -1,5 +1,8 @@
 """The one config tree: every knob of a job, typed, documented, loaded from YAML.
 
+The defaults are the embedded default job (`make demo`): the frozen EfficientNet-Lite0 with the
+MiniLM text tower on cached embeddings of the toy data. Real jobs (jobs/*.yaml) set their own.
+
 Each field carries its documentation as the string literal below it (the README's
 configuration reference is generated from these, see `lit.configdoc`). Load with
 `load_config(path, overrides)`; overrides are `section.key=value`.
@@ -41,21 +44,21 @@ class DataConfig:
     """Training shards: a folder written by `lit shards` (holds manifest.json)."""
     val_shards: str = "data/shards/val"
     """Validation shards: a folder written by `lit shards` (holds manifest.json)."""
-    image_source: Literal["raw", "cached"] = "raw"
+    image_source: Literal["raw", "cached"] = "cached"
     """`raw` decodes JPEGs and runs the frozen tower; `cached` reads embeddings from `lit embed`."""
     train_embeddings: str = "data/embeddings/train"
     """Folder of cached training image embeddings (used when image_source is `cached`)."""
     val_embeddings: str = "data/embeddings/val"
     """Folder of cached validation image embeddings (used when image_source is `cached`)."""
-    batch_size: int = 64
+    batch_size: int = 32
     """Samples per step on each rank (the global batch is batch_size x world size x train.accum_steps)."""
     workers: int = 2
     """DataLoader worker processes per rank; the shard count must be >= workers x world size."""
-    shuffle_buffer: int = 1000
+    shuffle_buffer: int = 500
     """Samples held in webdataset's shuffle buffer (0 disables shuffling)."""
     samples_per_epoch: int = 0
     """Samples that make one epoch; 0 takes the training manifest's sample count."""
-    augment: bool = True
+    augment: bool = False
     """Use the image tower's open_clip training transform (random resized crop) on the raw path."""
 
     def validate(self) -> None:
@@ -136,13 +139,13 @@ class ModelConfig:
 class TrainConfig:
     """Optimization: schedule, precision, loss, and the length of the run."""
 
-    epochs: int = 2
+    epochs: int = 4
     """Epochs to train; an epoch is data.samples_per_epoch samples."""
     lr: float = 5e-4
     """Peak learning rate, reached at the end of the warm-up."""
     min_lr: float = 0.0
     """Floor of the cosine decay."""
-    warmup_steps: int = 1000
+    warmup_steps: int = 10
     """Steps of linear warm-up from 0 to lr."""
     schedule: Literal["cosine", "const", "const-cooldown"] = "cosine"
     """Learning-rate shape after the warm-up."""
@@ -211,7 +214,7 @@ class EvalConfig:
 
     templates: tuple[str, ...] = ("paper",)
     """Template sets averaged into each class embedding: paper, openai, simple, or a file path."""
-    every_epochs: int = 1
+    every_epochs: int = 2
     """Evaluate every this many epochs during training (0: only the final evaluation)."""
     subset: int = 0
     """Samples used by the periodic evaluation (0: the whole validation set)."""

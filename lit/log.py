@@ -21,4 +21,6 @@ def setup_logging(level: int = logging.INFO, rank: int | None = None) -> logging
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level if rank == 0 else max(level, logging.WARNING))
+    # open_clip logs through the root logger ("initialized partially" for every LiT model): keep errors only.
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     return logger

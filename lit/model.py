@@ -132,11 +132,22 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", seed: int 
         load_image_tower(model, resolve_path(cfg.image_weights, "model.image_weights"))
     if cfg.lock_image:
         lock_image_tower(model, cfg.unlocked_groups, cfg.freeze_bn_stats)
+    if hasattr(getattr(model.visual, "trunk", None), "conv_stem"):
+        # Convolutional trunks run about 2x faster on CPUs in channels-last layout (same weights, same results).
+        model.visual.to(memory_format=torch.channels_last)
+        model.visual.register_forward_pre_hook(_channels_last_input)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     tokenizer = open_clip.get_tokenizer(name)
     model.to(device)
     return BuiltModel(model, preprocess_train, preprocess_val, tokenizer, model_cfg, name)
+
+
+def _channels_last_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    image = args[0]
+    if isinstance(image, torch.Tensor) and image.ndim == 4:
+        return (image.contiguous(memory_format=torch.channels_last), *args[1:])
+    return args
 
 
 def lock_image_tower(model: nn.Module, unlocked_groups: int, freeze_bn_stats: bool) -> None:
@@ -208,7 +219,7 @@ def fingerprint(model: nn.Module, preprocess_val: Any) -> str:
     h = hashlib.sha256()
     for k, v in sorted(model.visual.state_dict().items()):
         h.update(k.encode())
-        t = v.detach().cpu().contiguous()
+        t = torch.empty_like(v, device="cpu", memory_format=torch.contiguous_format).copy_(v.detach())  # layout-free bytes
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     h.update(repr(preprocess_val).encode())

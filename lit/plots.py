@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -12,8 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def training_curves(records: list[dict[str, Any]], out: str | Path) -> Path:
-    """Loss per epoch and learning rate per step (the paper's Figure 3)."""
+def training_curves(records: list[dict[str, Any]], out: str | Path, lrs: Sequence[float] = ()) -> Path:
+    """Loss per epoch and learning rate per step (the paper's Figure 3).
+
+    `lrs` is the schedule at every step (it is a pure function of the step); without it the
+    logged steps' rates are drawn.
+    """
     steps = [r for r in records if r.get("type") == "train"]
     by_epoch: dict[int, list[float]] = defaultdict(list)
     for r in steps:
@@ -25,12 +29,20 @@ def training_curves(records: list[dict[str, Any]], out: str | Path) -> Path:
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("mean contrastive loss")
     ax_loss.set_title("Loss per epoch")
-    ax_lr.plot([r["step"] for r in steps], [r["lr"] for r in steps])
+    if lrs:
+        ax_lr.plot(range(1, len(lrs) + 1), lrs)
+    else:
+        ax_lr.plot([r["step"] for r in steps], [r["lr"] for r in steps])
     ax_lr.set_xlabel("step")
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_title("Learning rate per step")
     for ax in (ax_loss, ax_lr):
         ax.grid(alpha=0.3)
+    return save_figure(fig, out)
+
+
+def save_figure(fig: plt.Figure, out: str | Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and free the figure."""
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ def tiny_config(run_dir: Path, data: dict[str, Path], overrides: Sequence[str] =
     base = [
         f"run_dir={run_dir}", "model.name=lit-tiny", "model.image_weights=",
         f"data.root={data['root']}", f"data.train_shards={data['train']}", f"data.val_shards={data['val']}",
-        "data.batch_size=8", "data.workers=2", "data.shuffle_buffer=16", "data.samples_per_epoch=64",
+        "data.image_source=raw", "data.augment=true", "data.batch_size=8", "data.workers=2", "data.shuffle_buffer=16", "data.samples_per_epoch=64",
         "train.epochs=2", "train.warmup_steps=3", "train.lr=1e-3", "train.log_every=1",
         "checkpoint.every_steps=2", "eval.final=false", "eval.every_epochs=0",
     ]

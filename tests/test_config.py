@@ -45,7 +45,7 @@ def test_validation_errors_carry_the_dotted_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"slurm\.tasks_per_node"):
         load_config(None, ["slurm.gpus_per_node=4", "slurm.tasks_per_node=8"])
     with pytest.raises(ConfigError, match=r"data\.augment"):
-        load_config(None, ["data.image_source=cached"])
+        load_config(None, ["data.image_source=cached", "data.augment=true"])
 
 
 def test_overrides_are_type_checked(tmp_path: Path) -> None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+from rich.console import Console
+from rich.table import Table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from lit.eval.paper import PAPER_TABLE, PaperRow  # noqa: E402
+from lit.eval.paper import PAPER_TABLE, PaperRow
+from lit.plots import plt, save_figure
 
 
 def class_label(entry: dict[str, Any]) -> str:
@@ -92,12 +89,7 @@ def accuracy_plot(result: dict[str, Any], out: str | Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Zero-shot on {result.get('num_samples', 0):,} images, {result.get('num_classes', 0):,} classes: "
                  f"top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 __all__ = ["accuracy_plot", "breakdown_table", "comparison_table", "hardest_table", "print_report"]

@@ -24,6 +24,7 @@ from lit.model import BuiltModel, build_model, describe, fingerprint
 from lit.train import checkpoint, dist, signals
 from lit.train.loop import Trainer, rng_state, set_rng_state
 from lit.train.metrics import MetricsWriter, read_metrics
+from lit.train.optim import lr_at
 from lit.train.progress import TrainProgress
 
 EXIT_OK = 0
@@ -211,7 +212,8 @@ def _loop(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistIn
     if info.is_main:
         from lit.plots import training_curves
 
-        training_curves(read_metrics(metrics.path), Path(cfg.run_dir) / "plots" / "training.png")
+        lrs = [lr_at(s, sched.total_steps, cfg.train) for s in range(sched.total_steps)]
+        training_curves(read_metrics(metrics.path), Path(cfg.run_dir) / "plots" / "training.png", lrs)
     if cfg.eval.final:
         _evaluate(cfg, built, info, trainer, metrics, final=True)
     metrics.write("done", trainer.step, samples=trainer.samples_seen)

@@ -45,7 +45,7 @@ def make_config(run_dir: Path, val: Path, model: ModelConfig = TINY, **sections:
     """A CPU job config on the given validation shards; `sections` update config sections."""
     tree = to_dict(Config())
     tree.update(run_dir=str(run_dir), model=to_dict(model))
-    tree["data"].update(val_shards=str(val), workers=0)
+    tree["data"].update(val_shards=str(val), workers=0, image_source="raw")
     tree["train"].update(device="cpu")
     tree["eval"].update(batch_size=16, hardest=5)
     for name, values in sections.items():

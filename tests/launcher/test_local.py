@@ -1,32 +1,51 @@
-"""The local path (`make demo`, laptops): submitit's LocalExecutor with two gloo processes, preempted half way."""
+"""The local path (`make demo`, laptops): submitit's LocalExecutor with two gloo processes, cancelled,
+resumed, preempted half way, resumed again, finished."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from launcher import runs
 from launcher.local import run_local
+from launcher.submit import cancel, submit
 from tests.conftest import tiny_config
 
 
-@pytest.mark.slow  # about 40-60 s: two process starts per attempt on a small machine
-def test_local_run_is_preempted_resumes_and_finishes(engine_data: dict, tmp_path: Path) -> None:
+def trained(run_dir: str, step: int) -> bool:
+    return any(r["type"] == "train" and r["step"] >= step for r in runs.metrics(run_dir))
+
+
+@pytest.mark.slow  # about 40-70 s: two process starts per attempt on a small machine
+def test_local_run_cancelled_resumed_preempted_finished(engine_data: dict, tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path / "run", engine_data, ["cluster=local", "slurm.tasks_per_node=2",
                                                       "data.batch_size=4", "data.workers=0"])
-    summary = run_local(cfg, preempt_at_step=3, timeout_s=300)
+    job = submit(cfg).job  # the local controller runs in the background
+    deadline = time.monotonic() + 120
+    while not trained(cfg.run_dir, 2) and not job.done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cancel(cfg.run_dir) == job.job_id  # SIGTERM to the controller, which forwards it to the tasks
+    job._process.wait(timeout=60)
+    cancelled_at = runs.checkpoint_step(cfg.run_dir)
+    assert 2 <= cancelled_at < 16 and not runs.is_finished(runs.metrics(cfg.run_dir))
+    assert runs.run_status(cfg.run_dir)["last_stop"].startswith("SIGTERM")
+
+    summary = run_local(cfg, preempt_at_step=cancelled_at + 2, timeout_s=300, kind="resume")
     assert summary.error == "" and summary.returncode == 0
     assert summary.finished and summary.final_step == 16 and summary.attempts == 2 and summary.resumed
-    assert summary.preempted_at is not None and 3 <= summary.preempted_at < 16
+    assert summary.preempted_at is not None and cancelled_at + 2 <= summary.preempted_at < 16
     assert sorted(r["status"] for r in summary.results) == ["finished", "finished"]
     records = runs.metrics(cfg.run_dir)
-    steps = [r["step"] for r in records if r["type"] == "train"]
-    assert steps == list(range(1, 17))  # no step trained twice, none skipped
+    assert [r["step"] for r in records if r["type"] == "train"] == list(range(1, 17))  # no step twice, none skipped
     starts = [r for r in records if r["type"] == "start"]
-    assert [s["world_size"] for s in starts] == [2, 2] and starts[1]["step"] == summary.preempted_at
-    first, second = runs.attempts(cfg.run_dir)
-    assert first["job_id"] == second["job_id"] == summary.job_id and second["requeue"] == 1
-    assert second["start_step"] == summary.preempted_at and second["last_stop"].startswith("SIGUSR2")
+    assert [s["world_size"] for s in starts] == [2, 2, 2]
+    assert [s["step"] for s in starts] == [0, cancelled_at, summary.preempted_at]
+    first, second, third = runs.attempts(cfg.run_dir)
+    assert second["job_id"] == third["job_id"] == summary.job_id != first["job_id"] and third["requeue"] == 1
+    assert second["last_stop"].startswith("SIGTERM") and third["last_stop"].startswith("SIGUSR2")
+    kinds = [j["type"] for j in runs.read_jsonl(Path(cfg.run_dir) / runs.JOBS)]
+    assert kinds == ["submit", "cancel", "resume"]
     status = runs.run_status(cfg.run_dir)
-    assert status["finished"] and status["state"] == "ENDED" and status["attempt"] == 2
+    assert status["finished"] and status["state"] == "ENDED" and status["attempt"] == 3

@@ -38,24 +38,34 @@ def make_run(tmp_path: Path, records: list[dict[str, Any]], ckpt_steps: tuple[in
     return run_dir
 
 
-@pytest.mark.parametrize("records, before, expected", [
-    ([], 0, "new run"),
-    ([start(0), train(1)], 2, "ended before training started"),
-    ([start(0), train(1), {"type": "stop", "step": 2, "reason": "SIGUSR2"}], 1, "SIGUSR2: time limit or preemption"),
-    ([start(0), {"type": "stop", "step": 2, "reason": "SIGTERM"}], 1, "SIGTERM: preemption or cancel"),
-    ([start(0), train(1), {"type": "done", "step": 1}], 1, "finished"),
-    ([start(0), train(1)], 1, "ended without warning"),
-    ([start(0), {"type": "stop", "step": 2, "reason": "SIGUSR2"}, start(2), train(3)], 2, "ended without warning"),
+def at(record: dict[str, Any], t: float) -> dict[str, Any]:
+    return {**record, "time": t}
+
+
+STOP2 = {"type": "stop", "step": 2, "reason": "SIGUSR2"}
+
+
+@pytest.mark.parametrize("records, previous, expected", [
+    ([], None, "new run"),
+    ([at(start(0), 10), at(train(1), 11)], {"time": 20.0}, "ended before training started"),
+    ([at(start(0), 10), at(train(1), 11), at(STOP2, 12)], {"time": 9.0}, "SIGUSR2: time limit or preemption"),
+    ([at(start(0), 10), at({"type": "stop", "step": 2, "reason": "SIGTERM"}, 12)], {"time": 9.0}, "SIGTERM: preemption"),
+    ([at(start(0), 10), at(train(1), 11), at({"type": "done", "step": 1}, 12)], {"time": 9.0}, "finished"),
+    ([at(start(0), 10), at(train(1), 11)], {"time": 9.0}, "ended without warning"),
+    # the attempt before the previous one never trained; the previous one did, and saved on USR2
+    ([at(start(0), 10), at(STOP2, 12), at(start(2), 30), at(train(3), 31)], {"time": 25.0}, "ended without warning"),
+    ([at(start(0), 10), at(STOP2, 12), at(start(2), 30), at(train(3), 31)], {"time": 9.0}, "SIGUSR2"),
 ])
-def test_stop_reason(records: list[dict[str, Any]], before: int, expected: str) -> None:
-    assert runs.stop_reason(records, before).startswith(expected)
+def test_stop_reason(records: list[dict[str, Any]], previous: dict[str, Any] | None, expected: str) -> None:
+    assert runs.stop_reason(records, previous).startswith(expected)
 
 
 def test_attempts_and_requeues(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [], ckpt_steps=())
     first = runs.record_attempt(run_dir, "11", "slurm")
     assert (first["attempt"], first["requeue"], first["start_step"], first["last_stop"]) == (1, 0, 0, "new run")
-    metrics_file(run_dir, [start(0), train(3), {"type": "stop", "step": 4, "reason": "SIGUSR2"}])
+    t = first["time"] + 1
+    metrics_file(run_dir, [at(start(0), t), at(train(3), t), at({"type": "stop", "step": 4, "reason": "SIGUSR2"}, t)])
     (run_dir / "checkpoints" / "step-00000004.pt").write_bytes(b"x")
     second = runs.record_attempt(run_dir, "11", "slurm")
     assert (second["attempt"], second["requeue"], second["start_step"]) == (2, 1, 4)
@@ -70,10 +80,11 @@ def test_status_of_a_local_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
     records = [start(0), train(1, 2.5), train(2, 2.25), {"type": "stop", "step": 2, "reason": "SIGUSR2"},
                start(2), train(3, 2.0), {"type": "eval", "step": 3, "top1": 12.5, "top5": 40.0, "final": True},
                {"type": "done", "step": 3}]
-    run_dir = make_run(tmp_path, records, ckpt_steps=(2, 3))
+    run_dir = make_run(tmp_path, [at(r, 10.0 * (i >= 4) + i) for i, r in enumerate(records)], ckpt_steps=(2, 3))
     runs.record_job(run_dir, "submit", "999999999", "local")  # no such process: ENDED
-    runs.append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": 1, "job_id": "999999999", "start_step": 0, "last_stop": "new run"})
-    runs.append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": 2, "job_id": "999999999", "start_step": 2, "last_stop": "SIGUSR2"})
+    for attempt, t, step, last in ((1, 0.0, 0, "new run"), (2, 13.0, 2, "SIGUSR2")):
+        runs.append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": attempt, "job_id": "999999999", "time": t,
+                                                    "start_step": step, "last_stop": last})
     status = runs.run_status(run_dir)
     assert status["state"] == "ENDED" and status["finished"] and status["last_stop"] == "finished"
     assert (status["attempt"], status["requeues"], status["max_requeues"]) == (2, 1, 3)
@@ -87,11 +98,11 @@ def test_status_of_a_local_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_status_while_running_and_after_a_kill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    records = [start(0), train(1), {"type": "stop", "step": 2, "reason": "SIGUSR2"}, start(2), train(3)]
+    records = [at(start(0), 1), at(train(1), 2), at(STOP2, 3), at(start(2), 11), at(train(3), 12)]
     run_dir = make_run(tmp_path, records, ckpt_steps=(2,))
     runs.record_job(run_dir, "submit", "42", "slurm")
-    runs.append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": 1, "job_id": "42", "last_stop": "new run"})
-    runs.append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": 2, "job_id": "42", "last_stop": "SIGUSR2: ..."})
+    runs.append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": 1, "job_id": "42", "time": 0.5, "last_stop": "new run"})
+    runs.append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": 2, "job_id": "42", "time": 10.5, "last_stop": "SIGUSR2: ..."})
     monkeypatch.setattr(runs, "slurm_state", lambda job_id: "RUNNING")
     status = runs.run_status(run_dir)
     assert status["state"] == "RUNNING" and status["last_stop"] == "SIGUSR2: ..." and not status["finished"]

@@ -271,8 +271,9 @@ def test_real_preemption_requeues_and_finishes(scenarios: dict[str, Future[dict[
     tries = runs.attempts(run_dir)
     assert int(out["info"]["Restarts"]) == len(tries) - 1 >= 1
     stops = stop_steps(run_dir)
-    assert stops and stops[0] >= 3 and tries[1]["start_step"] == stops[0]
-    assert tries[1]["last_stop"].startswith("SIGUSR2")  # preempt_send_user_signal: USR2 before the kill
+    assert stops and stops[0] >= 3  # the high job came after step 3
+    assert all(any(a["start_step"] == s for a in tries) for s in stops)  # each save is where the next start began
+    assert any(a["last_stop"].startswith("SIGUSR2") for a in tries)  # preempt_send_user_signal: USR2 before the kill
     assert all(a["last_stop"].startswith(("SIGUSR2", "ended before training")) for a in tries[1:])
     assert [a["start_step"] for a in tries] == sorted(a["start_step"] for a in tries)  # never went back
     assert train_steps(run_dir) == list(range(1, STEPS + 1))  # no step trained twice, none skipped

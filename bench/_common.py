@@ -1,0 +1,131 @@
+"""What the benchmarks share: toy data and shards at 224 px, the two model shapes, interleaved repeats.
+
+Nothing here is a benchmark (the leading underscore keeps it out of `python -m bench`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import open_clip
+
+from lit.config import CaptionConfig, ShardConfig
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT = HERE / "out"
+LIT = [sys.executable, "-m", "lit"]
+CATEGORIES_CSV = REPO.parent / "shared" / "data" / "inat2021-categories.csv"
+
+# The paper's shape: ViT-L-14's image tower (frozen), a 384-wide, 12-layer, 6-head text tower (~41M).
+PAPER_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 384, "heads": 6, "layers": 12}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A model shape and how the trainers are run on it."""
+
+    key: str
+    label: str
+    config: dict[str, Any]
+    batch_size: int
+    steps: int  # steps each trainer runs; the first `warmup` are not measured
+    warmup: int = 1
+
+    def config_file(self) -> Path:
+        """The open_clip model config as a JSON file named after the shape (open_clip_train takes it by name)."""
+        path = OUT / "models" / f"bench-{self.key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.config, indent=1)
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+        return path
+
+
+def paper_shape(batch_size: int = 8, steps: int = 5) -> Shape:
+    vit = open_clip.get_model_config("ViT-L-14")
+    cfg = {"embed_dim": vit["embed_dim"], "vision_cfg": vit["vision_cfg"], "text_cfg": dict(PAPER_TEXT)}
+    return Shape("paper", "ViT-L-14 frozen + 384w/12L text", cfg, batch_size, steps)
+
+
+def small_shape(batch_size: int = 32, steps: int = 6) -> Shape:
+    return Shape("small", "ViT-S-32 frozen + its 384w/12L text", dict(open_clip.get_model_config("ViT-S-32")), batch_size, steps)
+
+
+def toy_root(train_per_class: int, val_per_class: int, size: int = 224) -> Path:
+    """Toy iNat images (generated once, reused by later runs)."""
+    from lit.data.toy import write_toy_inat
+
+    root = OUT / "data" / f"toy-{train_per_class}-{val_per_class}-{size}px"
+    if not (root / "train.json").is_file():
+        tmp = root.with_name(root.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_toy_inat(tmp, seed=0, train_per_class=train_per_class, val_per_class=val_per_class, test_per_class=0,
+                       image_size=size)
+        tmp.rename(root)
+    return root
+
+
+def shards(root: Path, split: str, samples_per_shard: int) -> Path:
+    """`lit shards` of one split (built once): the folder both trainers read."""
+    from lit.data.shards import build_shards
+
+    out = OUT / "data" / f"{root.name}-{split}-shards{samples_per_shard}"
+    if not (out / "manifest.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        build_shards(root, split, out, ShardConfig(samples_per_shard=samples_per_shard, workers=1, shuffle=split == "train"),
+                     CaptionConfig(), progress=False)
+    return out
+
+
+def brace_pattern(folder: Path) -> str:
+    """The folder's shards as one brace pattern (`train-{000000..000003}.tar`), as open_clip_train wants them."""
+    names = [e["name"] for e in json.loads((folder / "manifest.json").read_text())["shards"]]
+    stem = names[0].rsplit("-", 1)[0]
+    return str(folder / f"{stem}-{{{names[0].rsplit('-', 1)[1][:6]}..{names[-1].rsplit('-', 1)[1][:6]}}}.tar")
+
+
+def run_logged(cmd: Sequence[str], log: Path, cwd: Path | None = None, timeout: float = 900) -> float:
+    """Run a command with its output in `log`; returns wall seconds. Raises with the log's tail on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb", "COLUMNS": "200"}
+    start = time.perf_counter()
+    with log.open("w") as f:
+        proc = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env=env, timeout=timeout)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"{' '.join(map(str, cmd[:6]))} ... exited {proc.returncode}:\n{tail}")
+    return wall
+
+
+def interleaved(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Each variant once per round, the order rotated every round, so all see the same machine load."""
+    names = list(variants)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            out[n].append(variants[n]())
+    return out
+
+
+def ratios(num: list[float], den: list[float]) -> list[float]:
+    """Pair-by-pair ratios of two interleaved series."""
+    return [a / b for a, b in zip(num, den)]
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

@@ -1,0 +1,130 @@
+"""`python -m launcher demo` (`make demo`): the whole job on the embedded default, offline, in minutes.
+
+Toy iNat data → caption column selection → shards → cached frozen-tower embeddings → LiT training
+of the embedded default model through the local executor with 2 processes, preempted half way
+and resumed → zero-shot evaluation beside the paper's Table 1. A second run reuses what is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.panel import Panel
+
+from launcher import logger
+from launcher.local import RunSummary, run_local
+from lit.config import Config, load_config
+from lit.data.captions import caption, print_scores, score_columns
+from lit.data.inat import load_split
+from lit.log import console
+
+DEMO = ["name=demo", "run_dir=runs/demo", "cluster=local", "slurm.tasks_per_node=2"]
+SHARD_OVERRIDES = ["shards.samples_per_shard=128"]  # the toy set is small: enough shards for 2 ranks x 2 workers
+ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints/latest", "plots/training.png", "plots/accuracy.png", "results.json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the embedded default")
+    parser.add_argument("--no-preempt", action="store_true", help="do not send the half-way preemption signal")
+    parser.add_argument("--train-per-class", type=int, default=40, help="toy training images per species")
+    parser.add_argument("--val-per-class", type=int, default=10, help="toy validation images per species")
+
+
+def _step(n: int, title: str) -> None:
+    console.rule(f"[bold cyan]{n}. {title}")
+
+
+def prepare_data(cfg: Config, train_per_class: int = 40, val_per_class: int = 10) -> None:
+    """Steps 1-3: toy dataset, captions, shards, cached embeddings; each skipped when already complete."""
+    from lit.config import with_overrides
+    from lit.data.cli_captions import default_tokenizer
+    from lit.data.embed import embed_folder
+    from lit.data.shards import build_shards
+    from lit.data.toy import write_toy_inat
+
+    root = Path(cfg.data.root)
+    _step(1, f"toy iNat2021 dataset in {root}")
+    if (root / "val.json").is_file():
+        console.print(f"reusing {root}")
+    else:
+        write_toy_inat(root, seed=0, train_per_class=train_per_class, val_per_class=val_per_class)
+    train = load_split(root, "train")
+    console.print(f"{len(train.images)} training images of {len(train.categories)} species, "
+                  f"{len({c.supercategory for c in train.categories})} supercategories")
+
+    _step(2, "captions: which metadata columns tell every class apart")
+    tokenize, _, tokenizer_name = default_tokenizer()
+    print_scores(score_columns(train.categories, tokenize), console, top=8, tokenizer_name=tokenizer_name)
+    for category in train.categories[:4]:
+        console.print(f"  [green]{caption(category, cfg.captions.recipe, cfg.captions.prefix)}[/green]")
+    shard_cfg = with_overrides(cfg, SHARD_OVERRIDES).shards
+    for split, out, shuffle in (("train", cfg.data.train_shards, True), ("val", cfg.data.val_shards, False)):
+        build_shards(root, split, out, replace(shard_cfg, shuffle=shuffle), cfg.captions, progress=True)
+
+    _step(3, "cache the frozen image tower's embeddings (once; a re-run keeps complete shards)")
+    for shards, out in ((cfg.data.train_shards, cfg.data.train_embeddings), (cfg.data.val_shards, cfg.data.val_embeddings)):
+        start = time.perf_counter()
+        manifest = embed_folder(cfg, shards, out, device="cpu")
+        if manifest is not None:
+            console.print(f"{manifest['total_samples']} embeddings in {out} ({time.perf_counter() - start:.1f} s)")
+
+
+def train(cfg: Config, preempt: bool) -> RunSummary:
+    """Step 4: LiT training through the launcher's local executor, preempted half way."""
+    from lit.data.folders import open_folder
+
+    world = cfg.slurm.nodes * cfg.slurm.tasks_per_node
+    samples = cfg.data.samples_per_epoch or open_folder(cfg.data.train_embeddings, "data.train_embeddings").samples
+    total = samples // (cfg.data.batch_size * world * cfg.train.accum_steps) * cfg.train.epochs
+    half = max(1, total // 2)
+    _step(4, f"LiT training: {cfg.model.name}, {world} processes, {total} steps"
+             + (f"; preemption signal at step {half}" if preempt else ""))
+    summary = run_local(cfg, preempt_at_step=half if preempt else None)
+    if summary.error:
+        raise RuntimeError(f"training failed: {summary.error}")
+    if summary.preempted_at is not None:
+        console.print(Panel(
+            f"preempted at step {summary.preempted_at}: checkpoint saved at a step both ranks agreed on, "
+            f"the job restarted and resumed from it ({summary.attempts} attempts, finished at step {summary.final_step})",
+            title="preemption survived", border_style="yellow"))
+    elif summary.attempts <= 1 and preempt:
+        console.print("[yellow]the run was already past the preemption point (a second `make demo` reuses the run)[/yellow]")
+    return summary
+
+
+def show_results(cfg: Config) -> dict:
+    """Step 5: the zero-shot tables beside the paper's Table 1, and the artifacts left behind."""
+    from lit.eval.report import print_report
+
+    _step(5, "zero-shot evaluation on the toy validation set")
+    run_dir = Path(cfg.run_dir)
+    result = json.loads((run_dir / "results.json").read_text())
+    print_report(result, console, hardest=5)
+    missing = [a for a in ARTIFACTS if not (run_dir / a).exists()]
+    if missing:
+        raise RuntimeError(f"the demo left no {', '.join(missing)} in {run_dir}")
+    console.print(f"[bold]left in {run_dir}/:[/bold] " + ", ".join(ARTIFACTS))
+    return result
+
+
+def demo(overrides: list[str], preempt: bool = True, train_per_class: int = 40, val_per_class: int = 10) -> dict:
+    """Run the whole demo; returns results.json."""
+    cfg = load_config(None, [*DEMO, *overrides])
+    start = time.perf_counter()
+    prepare_data(cfg, train_per_class, val_per_class)
+    summary = train(cfg, preempt)
+    result = show_results(cfg)
+    chance = 100.0 / max(1, result["num_classes"])
+    console.print(f"[bold green]zero-shot top-1 {result['top1']:.1f}% (chance {chance:.1f}%), "
+                  f"top-5 {result['top5']:.1f}% in {time.perf_counter() - start:.0f} s[/bold green]")
+    logger.info("demo finished: %d attempts, final step %d", summary.attempts, summary.final_step)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    demo(list(args.overrides), preempt=not args.no_preempt, train_per_class=args.train_per_class, val_per_class=args.val_per_class)
+    return 0
