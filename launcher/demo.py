@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -73,6 +74,52 @@ def prepare_data(cfg: Config, train_per_class: int = 40, val_per_class: int = 10
             console.print(f"{manifest['total_samples']} embeddings in {out} ({time.perf_counter() - start:.1f} s)")
 
 
+class MetricsTail(threading.Thread):
+    """Prints the run's progress from metrics.jsonl while the local job trains in other processes."""
+
+    def __init__(self, path: Path, every: int) -> None:
+        super().__init__(daemon=True)
+        self.path, self.every, self.stopped = path, every, threading.Event()
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def __enter__(self) -> "MetricsTail":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.join()
+        self.poll()
+
+    def run(self) -> None:
+        while not self.stopped.wait(1.0):
+            self.poll()
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path) as f:
+            f.seek(self.offset)
+            lines = f.readlines()
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()  # half-written: read it next time
+        self.offset += sum(len(line) for line in lines)
+        for line in lines:
+            self.show(json.loads(line))
+
+    def show(self, r: dict) -> None:
+        kind = r.get("type")
+        if kind == "train" and r["step"] % self.every == 0:
+            console.print(f"  step {r['step']:>4}  loss {r['loss']:.3f}  lr {r['lr']:.1e}  {r['samples_per_s']:.0f} samples/s")
+        elif kind == "start":
+            where = f"resumed from {r['resumed_from']}" if r.get("resumed_from") else "fresh start"
+            console.print(f"  [bold]start[/bold] at step {r['step']} ({where}, {r['world_size']} ranks)")
+        elif kind == "stop":
+            console.print(f"  [yellow]stop[/yellow] at step {r['step']}: {r['reason']}")
+        elif kind == "eval":
+            console.print(f"  eval at step {r['step']}: top-1 {r.get('top1', 0):.1f}%, top-5 {r.get('top5', 0):.1f}%")
+
+
 def train(cfg: Config, preempt: bool) -> RunSummary:
     """Step 4: LiT training through the launcher's local executor, preempted half way."""
     from lit.data.folders import open_folder
@@ -83,7 +130,8 @@ def train(cfg: Config, preempt: bool) -> RunSummary:
     half = max(1, total // 2)
     _step(4, f"LiT training: {cfg.model.name}, {world} processes, {total} steps"
              + (f"; preemption signal at step {half}" if preempt else ""))
-    summary = run_local(cfg, preempt_at_step=half if preempt else None)
+    with MetricsTail(Path(cfg.run_dir) / "metrics.jsonl", every=max(1, total // 10)):
+        summary = run_local(cfg, preempt_at_step=half if preempt else None)
     if summary.error:
         raise RuntimeError(f"training failed: {summary.error}")
     if summary.preempted_at is not None:

@@ -32,7 +32,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     groups = param_groups(model, cfg.weight_decay)
     if not any(g["params"] for g in groups):
         raise ValueError("the model has no trainable parameter: is the text tower locked too?")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    # The fused kernel updates all tensors at once: measured ~6.8x faster than the default per-tensor
+    # loop on CPU, where AdamW was a quarter of a cached-path step (BENCHMARKS.md, compute).
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
