@@ -18,6 +18,7 @@ from rich.panel import Panel
 
 from launcher import logger
 from launcher.local import RunSummary, run_local
+from launcher.spec import world_size
 from lit.config import Config, load_config
 from lit.data.captions import caption, print_scores, score_columns
 from lit.data.inat import load_split
@@ -124,7 +125,7 @@ def train(cfg: Config, preempt: bool) -> RunSummary:
     """Step 4: LiT training through the launcher's local executor, preempted half way."""
     from lit.data.folders import open_folder
 
-    world = cfg.slurm.nodes * cfg.slurm.tasks_per_node
+    world = world_size(cfg)
     samples = cfg.data.samples_per_epoch or open_folder(cfg.data.train_embeddings, "data.train_embeddings").samples
     total = samples // (cfg.data.batch_size * world * cfg.train.accum_steps) * cfg.train.epochs
     half = max(1, total // 2)

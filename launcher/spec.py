@@ -69,17 +69,20 @@ def container_binds(cfg: Config) -> list[str]:
 def python_command(cfg: Config) -> str:
     """The shell command that starts Python in each task: submitit's `python` option.
 
-    With a container image: `singularity exec --nv --bind A --bind B IMAGE python`.
+    `PYTHON -u -m launcher.boot`, which records a USR2 that comes before submitit's handlers and
+    then runs submitit's entry point. With a container image, PYTHON is
+    `singularity exec --nv --bind A --bind B IMAGE python`.
     """
+    boot = ["-u", "-m", "launcher.boot"]
     image = cfg.container.image
     if not image:
-        return shlex.quote(sys.executable)
+        return " ".join(shlex.quote(p) for p in [sys.executable, *boot])
     parts = [cfg.container.runtime, "exec"]
     if cfg.container.nv:
         parts.append("--nv")
     for bind in container_binds(cfg):
         parts += ["--bind", bind]
-    parts += [str(Path(image).expanduser()), "python"]
+    parts += [str(Path(image).expanduser()), "python", *boot]
     return " ".join(shlex.quote(p) for p in parts)
 
 

@@ -1,6 +1,8 @@
 """The task every rank runs: a submitit `Checkpointable` around `lit.train.run.run`.
 
 Signal → checkpoint → requeue:
+0. `launcher.boot` starts the task and records a USR2 that arrives while the task loads; the task
+   then requeues at once (step 3) without training.
 1. submitit's `process_job` installs its handlers (USR2: `checkpoint_and_try_requeue`; TERM and
    CONT: logged and ignored), then calls the task.
 2. `run()` swaps in lit's flag handler for USR2 and TERM; on a signal every rank agrees on the
@@ -18,34 +20,21 @@ The run's state lives in the run directory, so a requeued task simply resumes th
 from __future__ import annotations
 
 import os
+import random
 import signal
+import time
 from types import FrameType
+from typing import Any
 
-# submitit installs its handlers only after unpickling the task, which imports torch and more: several
-# seconds in which USR2's default action would kill the task. Record it instead; __call__ acts on it.
-_EARLY: list[int] = []
+from submitit.core.job_environment import JobEnvironment, SignalHandler
+from submitit.helpers import Checkpointable, DelayedSubmission
 
-
-def _early(signum: int, frame: FrameType | None) -> None:
-    _EARLY.append(signum)
-
-
-if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local") and signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL:
-    signal.signal(signal.SIGUSR2, _early)
-
-import random  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-from submitit.core.job_environment import JobEnvironment, SignalHandler  # noqa: E402
-from submitit.helpers import Checkpointable, DelayedSubmission  # noqa: E402
-
-from launcher import logger, runs  # noqa: E402
-from launcher.spec import PORT_RANGE, doctor_in_task  # noqa: E402
-from lit.config import Config  # noqa: E402
-from lit.log import console, setup_logging  # noqa: E402
-from lit.train import signals  # noqa: E402
-from lit.train.run import EXIT_OK, run  # noqa: E402
+from launcher import boot, logger, runs
+from launcher.spec import PORT_RANGE, doctor_in_task
+from lit.config import Config
+from lit.log import console, setup_logging
+from lit.train import signals
+from lit.train.run import EXIT_OK, run
 
 TERM_WAIT_S = 900.0
 """Longest wait for SLURM's kill after a TERM-only stop (GraceTime/KillWait are far shorter)."""
@@ -105,8 +94,8 @@ class Task(Checkpointable):
             _scrub_slurm_env()
         os.environ.update(rendezvous_env(env, self.master_addr, self.master_port))
         setup_logging(rank=env.global_rank)
-        if env._usr_sig() in _EARLY:  # the signal came while the task was loading: stop before training
-            _EARLY.clear()
+        if env._usr_sig() in boot.EARLY:  # the signal came while the task was loading: stop before training
+            boot.EARLY.clear()
             logger.warning("%s arrived before training started", env._usr_sig().name)
             if env.global_rank == 0:
                 self._record_start(env)

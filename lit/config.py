@@ -261,7 +261,7 @@ class SlurmConfig:
     signal_delay_s: int = 90
     """Seconds before the time limit at which SLURM sends USR2 so the run can checkpoint."""
     max_requeues: int = 10
-    """Most automatic requeues (time limit or preemption) before the run gives up."""
+    """Most automatic requeues (time limit or preemption) of one job before it stops; `resume` starts a new count."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further sbatch options, passed to submitit's slurm_additional_parameters."""
 
@@ -313,6 +313,11 @@ class ContainerConfig:
     """Pass --nv so the container sees the host's NVIDIA driver and GPUs."""
     runtime: Literal["singularity", "apptainer"] = "singularity"
     """Container command on the cluster."""
+
+    def validate(self) -> None:
+        for i, bind in enumerate(self.binds):
+            _check(bool(bind.strip()) and "," not in bind and len(bind.split(":")) <= 3, f"binds[{i}]",
+                   f"{bind!r} is not one bind `host[:container[:ro]]` (give one entry per folder)")
 
 
 @dataclass(frozen=True)

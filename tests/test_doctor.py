@@ -264,7 +264,7 @@ def test_cli_exit_code_and_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
 def test_cli_with_config_and_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     job = tmp_path / "job.yaml"
-    job.write_text(f"run_dir: {tmp_path / 'run'}\ndata:\n  root: {tmp_path / 'nowhere'}\n")
+    job.write_text(f"run_dir: {tmp_path / 'run'}\ndata:\n  root: {tmp_path / 'nowhere'}\n  val_shards: {tmp_path / 'nowhere' / 'val'}\n")
     assert run_cli(monkeypatch, fake(), "--config", str(job), f"data.train_shards={tmp_path}", "--json") == 1
     failed = {c["name"] for c in json.loads(capsys.readouterr().out)["checks"] if c["status"] == "fail"}
     assert {"data.root", "data.train_shards", "data.val_shards"} <= failed

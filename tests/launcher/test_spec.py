@@ -79,6 +79,7 @@ def test_one_task_per_gpu_by_default() -> None:
     ("slurm:\n  extra: {nodes: 3}\n", "slurm.extra.nodes"),
     ("cluster: cloud\n", "cluster"),
     ("container:\n  nv: maybe\n", "container.nv"),
+    ("container:\n  binds: ['/data,/scratch']\n", "container.binds[0]"),
 ])
 def test_spec_mistakes_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -121,18 +122,38 @@ def test_python_runs_inside_the_container(tmp_path: Path) -> None:
     cfg = spec.prepare(load_config(None, [f"run_dir={run_dir}", f"container.image={image}",
                                           "container.binds=[/data/inat2021, /scratch/a:/a]"]))
     cmd = spec.python_command(cfg)
-    assert cmd == f"singularity exec --nv --bind /data/inat2021 --bind /scratch/a:/a --bind {run_dir} {image} python"
+    assert cmd == (f"singularity exec --nv --bind /data/inat2021 --bind /scratch/a:/a --bind {run_dir} {image} "
+                   "python -u -m launcher.boot")
     spec.check_container(cfg)  # exists: no error
     covered = spec.prepare(with_overrides(cfg, [f"container.binds=[{tmp_path}]", "container.nv=false",
                                                  "container.runtime=apptainer"]))
-    assert spec.python_command(covered) == f"apptainer exec --bind {tmp_path} {image} python"
-    assert spec.task_command(covered).startswith(f"apptainer exec --bind {tmp_path} {image} python -u -m submitit.core._submit ")
+    assert spec.python_command(covered) == f"apptainer exec --bind {tmp_path} {image} python -u -m launcher.boot"
+    assert spec.task_command(covered).startswith(
+        f"apptainer exec --bind {tmp_path} {image} python -u -m launcher.boot -u -m submitit.core._submit ")
 
 
 def test_without_container_python_is_this_interpreter() -> None:
     import sys
 
-    assert spec.python_command(load_config(None)) == sys.executable
+    assert spec.python_command(load_config(None)) == f"{sys.executable} -u -m launcher.boot"
+
+
+def test_boot_survives_an_early_usr2_and_runs_submitits_module(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "probe.py").write_text(
+        "import os, signal, sys, time\n"
+        "from launcher import boot\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "time.sleep(0.1)\n"
+        "print(__name__, sys.argv[1:], boot.EARLY == [signal.SIGUSR2])\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    out = subprocess.run([sys.executable, "-u", "-m", "launcher.boot", "-u", "-m", "probe", "FOLDER"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["__main__", "['FOLDER']", "True"]
 
 
 # ---------------------------------------------------------------- submitit parameters and --dry-run
@@ -162,7 +183,7 @@ def test_dry_run_of_the_paper_job(capsys: pytest.CaptureFixture[str]) -> None:
     srun = next(line for line in text.splitlines() if line.startswith("srun "))
     assert "--kill-on-bad-exit=1" in srun
     assert ("singularity exec --nv --bind /data/inat2021 --bind /scratch/inat21 --bind /models "
-            "/project/lit/images/lit.sif python -u -m submitit.core._submit "
+            "/project/lit/images/lit.sif python -u -m launcher.boot -u -m submitit.core._submit "
             "/scratch/inat21/runs/inat21-vitl14-warmup1000/slurm") in srun
     assert "MASTER_ADDR: first host of the allocation" in text and "backend: nccl" in text
     assert "world size: 16" in text and "cuda:7" in text

@@ -21,7 +21,7 @@ from submitit.core.utils import DelayedSubmission, JobPaths
 from submitit.local.local import LocalJobEnvironment
 from submitit.slurm.slurm import SlurmJobEnvironment
 
-from launcher import runs, task as task_module
+from launcher import boot, runs, task as task_module
 from launcher.task import DoctorFailed, RequeueLimitReached, Task, _ignore, master_port, rendezvous_env
 from lit.config import Config, load_config
 from lit.train import signals
@@ -210,7 +210,7 @@ def test_a_signal_while_loading_requeues_without_training(job_env: dict[str, Any
     run_dir = job_env["run_dir"]
     task = Task(config(run_dir), "127.0.0.1", 23456)
     submitted(task, job_env["folder"])
-    monkeypatch.setattr(task_module, "_EARLY", [signal.SIGUSR2])  # what the import-time handler recorded
+    monkeypatch.setattr(boot, "EARLY", [signal.SIGUSR2])  # what launcher.boot recorded while the task loaded
     monkeypatch.setattr(task_module, "run", lambda cfg: pytest.fail("trained after an early signal"))
     with pytest.raises(SystemExit):
         task()

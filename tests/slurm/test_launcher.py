@@ -85,6 +85,12 @@ def ended(cluster: LocalSlurmCluster, job_id: str, timeout: float) -> str:
     return cluster.wait_job(job_id, ENDED, timeout=timeout)
 
 
+def settled(run_dir: Path) -> str:
+    """The run's job state once squeue no longer lists it as queued, running or completing (what `resume` checks)."""
+    return wait_for(lambda: (s := runs.job_state(runs.current_job(run_dir))) not in runs.ACTIVE_STATES and s,
+                    60, f"the job of {run_dir} to leave the queue")
+
+
 def final_model(run_dir: Path) -> dict[str, torch.Tensor]:
     found = checkpoint.load_latest(run_dir)
     assert found is not None, f"no checkpoint in {run_dir}"
@@ -146,10 +152,12 @@ def drive_capped(cluster: LocalSlurmCluster, base: Path, data: dict) -> dict[str
     out: dict[str, Any] = {"run_dir": run_dir, "first": first, "first_state": ended(cluster, first, WAIT)}
     out["stop"] = runs.checkpoint_step(run_dir)
     out["attempts_after_first"] = len(runs.attempts(run_dir))
+    settled(run_dir)
     out["second"] = second = resume(run_dir).job_id
     wait_for(lambda: trained_to(run_dir, out["stop"] + 2, starts=2), WAIT, "the resumed attempt to train")
     out["cancelled"] = cancel(run_dir)
     out["second_state"] = ended(cluster, second, WAIT)
+    settled(run_dir)
     out["status_after_cancel"] = runs.run_status(run_dir)
     out["third"] = third = resume(run_dir).job_id
     out["third_state"] = ended(cluster, third, WAIT)
