@@ -51,26 +51,44 @@ class Shape:
         return path
 
 
-def paper_shape(batch_size: int = 8, steps: int = 5) -> Shape:
+def paper_shape(batch_size: int = 4, steps: int = 5) -> Shape:
     vit = open_clip.get_model_config("ViT-L-14")
     cfg = {"embed_dim": vit["embed_dim"], "vision_cfg": vit["vision_cfg"], "text_cfg": dict(PAPER_TEXT)}
     return Shape("paper", "ViT-L-14 frozen + 384w/12L text", cfg, batch_size, steps)
 
 
-def small_shape(batch_size: int = 32, steps: int = 6) -> Shape:
+def small_shape(batch_size: int = 16, steps: int = 5) -> Shape:
     return Shape("small", "ViT-S-32 frozen + its 384w/12L text", dict(open_clip.get_model_config("ViT-S-32")), batch_size, steps)
 
 
-def toy_root(train_per_class: int, val_per_class: int, size: int = 224) -> Path:
+def text_config() -> dict[str, Any]:
+    """The paper shape's text side (projecting into ViT-L-14's 768) on ViT-S-32's small image tower.
+
+    For figures of the text side alone (cached training steps, classifier builds): the same
+    text FLOPs as the paper's shape, without building a 300M-parameter tower that never runs.
+    """
+    return {"embed_dim": 768, "vision_cfg": open_clip.get_model_config("ViT-S-32")["vision_cfg"], "text_cfg": dict(PAPER_TEXT)}
+
+
+def build(config: dict[str, Any], name: str) -> Any:
+    """lit's model factory on an inline config, random init, frozen image tower, on the CPU."""
+    from lit.config import ModelConfig
+    from lit.model import build_model
+
+    return build_model(ModelConfig(name=name, config=config, image_weights=""), "cpu", seed=0)
+
+
+def toy_root(train_per_class: int, val_per_class: int, size: int | tuple[int, int] = 224) -> Path:
     """Toy iNat images (generated once, reused by later runs)."""
     from lit.data.toy import write_toy_inat
 
-    root = OUT / "data" / f"toy-{train_per_class}-{val_per_class}-{size}px"
+    w, h = (size, size) if isinstance(size, int) else size
+    root = OUT / "data" / f"toy-{train_per_class}-{val_per_class}-{w}x{h}"
     if not (root / "train.json").is_file():
         tmp = root.with_name(root.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         write_toy_inat(tmp, seed=0, train_per_class=train_per_class, val_per_class=val_per_class, test_per_class=0,
-                       image_size=size)
+                       image_size=(w, h))
         tmp.rename(root)
     return root
 
@@ -97,7 +115,8 @@ def brace_pattern(folder: Path) -> str:
 def run_logged(cmd: Sequence[str], log: Path, cwd: Path | None = None, timeout: float = 900) -> float:
     """Run a command with its output in `log`; returns wall seconds. Raises with the log's tail on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb", "COLUMNS": "200"}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb", "COLUMNS": "200", "PYTHONPATH": path}
     start = time.perf_counter()
     with log.open("w") as f:
         proc = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env=env, timeout=timeout)

@@ -3,9 +3,10 @@
 open_clip_train 3.3.0 ships inside the `open_clip_torch` wheel but needs `webdataset<=0.2.86`
 and pandas, while the product runs webdataset 1.x. The bench makes bench/out/venv-openclip
 (ignored by git): its own site-packages hold exactly the packages that must differ
-(open_clip_torch 3.3.0, webdataset 0.2.86, pandas), and a `.pth` file appends the project
-venv's site-packages for everything else (torch, timm, ...), so no 5 GB torch is copied.
-Its own packages come first on sys.path, so its webdataset 0.2.86 wins.
+(webdataset 0.2.86, pandas), and a `.pth` file appends the project venv's site-packages for
+everything else (torch, timm, open_clip_torch 3.3.0 with its open_clip_train: pip sees the
+pinned version there and leaves it), so no 5 GB torch is copied. Its own packages come first
+on sys.path, so its webdataset 0.2.86 wins over the project's 1.x; `ensure` checks that.
 """
 
 from __future__ import annotations
@@ -48,16 +49,22 @@ def ensure() -> dict[str, str]:
     marker = VENV / ".bench-ready"
     if marker.is_file():
         try:
-            return check()
-        except subprocess.CalledProcessError:
+            versions = check()
+            if versions["webdataset"] == "0.2.86" and versions["open_clip"] == "3.3.0":
+                return versions
+        except (subprocess.CalledProcessError, ValueError, KeyError):
             pass
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
     site = Path(_site_packages(python()))
     (site / "lit-bench-project.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(python()), "-m", "pip", "install", "-q", "--no-deps", *PACKAGES], check=True)
+    pip = subprocess.run([str(python()), "-m", "pip", "install", "-q", "--no-deps", *PACKAGES],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(f"pip install {' '.join(PACKAGES)} into {VENV} failed:\n{pip.stdout}{pip.stderr}")
     versions = check()
-    if not versions["webdataset"].startswith("0.2.86"):
-        raise RuntimeError(f"open_clip_train venv imports webdataset {versions['webdataset']}, not 0.2.86")
+    if versions["webdataset"] != "0.2.86" or versions["open_clip"] != "3.3.0":
+        raise RuntimeError(f"{VENV} imports webdataset {versions['webdataset']} and open_clip {versions['open_clip']}, "
+                           "not 0.2.86 and 3.3.0")
     marker.write_text(json.dumps(versions) + "\n")
     return versions
 

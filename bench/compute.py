@@ -1,0 +1,131 @@
+"""Compute efficiency: achieved FLOP/s of the text-tower training step against this machine's matmul FLOP/s.
+
+The step is lit's own (`lit.train.loop.Trainer.train_step` on cached image embeddings: the
+cached path's whole step, AdamW included) with the paper shape's text tower (384 wide, 12
+layers, 6 heads, projecting into 768), at the length trimming gives the toy/paper captions
+(24 tokens) and at the full 77 that open_clip pads to. Its FLOPs are counted by
+`torch.utils.flop_counter.FlopCounterMode` (matmuls and attention of forward and backward; the
+optimizer's elementwise work counts zero). The machine's peak is the best of five fp32
+`torch.mm` of 2048x2048 matrices. Each round measures all of them in turn; ratios are per round.
+The step is also split into forward+backward and AdamW, and AdamW as lit builds it (torch's
+default for CPU tensors: the per-tensor loop) is timed against `fused=True` on the same grads.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench import _common as common
+
+REPEATS = 3
+BATCH = 32
+LENGTHS = (24, 77)
+MM_N = 2048
+ITERS = 3  # timed calls per figure per round (their median)
+
+
+def matmul_flops() -> float:
+    """FLOP/s of the best of five fp32 torch.mm (MM_N x MM_N)."""
+    a, b = torch.randn(MM_N, MM_N), torch.randn(MM_N, MM_N)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * MM_N**3 / best
+
+
+def _median_time(fn: Callable[[], object], iters: int = ITERS) -> float:
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def make_trainer() -> Any:
+    """lit's Trainer on the cached path with the paper shape's text tower, fp32, on the CPU."""
+    from lit.config import config_from_dict
+    from lit.train import dist
+    from lit.train.loop import Trainer
+
+    built = common.build(common.text_config(), "bench-text")
+    cfg = config_from_dict({
+        "data": {"image_source": "cached", "augment": False, "batch_size": BATCH},
+        "model": {"name": "bench-text", "config": common.text_config(), "image_weights": ""},
+        "train": {"precision": "fp32", "warmup_steps": 0, "device": "cpu"},
+    }, "bench")
+    return Trainer(cfg, built, dist.resolve({}), torch.device("cpu"), total_steps=10_000)
+
+
+def make_batch(length: int) -> dict[str, Any]:
+    """Cached image features and full-length token rows (EOT last: argmax pooling takes it)."""
+    g = torch.Generator().manual_seed(length)
+    tokens = torch.randint(1, 49000, (BATCH, length), generator=g)
+    tokens[:, -1] = 49407
+    return {"images": torch.randn(BATCH, 768, generator=g), "tokens": tokens, "labels": torch.arange(BATCH)}
+
+
+def step_flops(trainer: Any, batch: dict[str, Any]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step([batch])
+    return counter.get_total_flops()
+
+
+def fwd_bwd(trainer: Any, batch: dict[str, Any]) -> None:
+    """The step without the optimizer: forward, loss, backward."""
+    trainer.optimizer.zero_grad(set_to_none=True)
+    image_f, text_f, scale = trainer.forward_module(batch["images"], trainer.prepare_tokens(batch["tokens"]))
+    trainer.loss_fn(image_f, text_f, scale).backward()
+
+
+def run() -> list[dict[str, Any]]:
+    trainer = make_trainer()
+    batches = {n: make_batch(n) for n in LENGTHS}
+    flops = {n: step_flops(trainer, b) for n, b in batches.items()}
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in trainer.optimizer.param_groups]
+    fused = torch.optim.AdamW(groups, lr=1e-5, betas=(0.9, 0.98), eps=1e-6, fused=True)
+    fwd_bwd(trainer, batches[LENGTHS[0]])  # gradients for the optimizer timings
+    variants: dict[str, Callable[[], float]] = {"matmul": matmul_flops}
+    for n, b in batches.items():
+        variants[f"step {n}"] = lambda b=b: _median_time(lambda: trainer.train_step([b]))
+        variants[f"fwd+bwd {n}"] = lambda b=b: _median_time(lambda: fwd_bwd(trainer, b))
+    variants["adamw default"] = lambda: _median_time(trainer.optimizer.step)
+    variants["adamw fused"] = lambda: _median_time(fused.step)
+    for v in variants.values():  # warm-up: allocator, thread pools, optimizer state
+        v()
+    runs = common.interleaved(variants, REPEATS)
+    peak = runs["matmul"]
+    results: list[dict[str, Any]] = [
+        {"metric": f"fp32 matmul ({MM_N}x{MM_N}, best of 5)", "unit": "GFLOP/s", "values": [f / 1e9 for f in peak],
+         "params": {"batch": BATCH, "lengths": list(LENGTHS), "text_tower": common.PAPER_TEXT,
+                    "trainable_params_M": round(sum(p.numel() for p in params) / 1e6, 2),
+                    "step_gflop": {str(n): round(f / 1e9, 2) for n, f in flops.items()},
+                    "threads": torch.get_num_threads(), "load_average": common.load()}},
+    ]
+    for n in LENGTHS:
+        step, fb = runs[f"step {n}"], runs[f"fwd+bwd {n}"]
+        achieved = [flops[n] / t for t in step]
+        results += [
+            {"metric": f"text step, {n} tokens (lit cached path)", "unit": "GFLOP/s", "values": [a / 1e9 for a in achieved]},
+            {"metric": f"text step, {n} tokens / matmul peak", "unit": "ratio", "values": common.ratios(achieved, peak)},
+            {"metric": f"text fwd+bwd only, {n} tokens / matmul peak", "unit": "ratio",
+             "values": common.ratios([flops[n] / t for t in fb], peak)},
+        ]
+    step24, default, fused_t = runs[f"step {LENGTHS[0]}"], runs["adamw default"], runs["adamw fused"]
+    results += [
+        {"metric": f"AdamW share of the {LENGTHS[0]}-token step", "unit": "%", "values": [100 * a / s for a, s in zip(default, step24)],
+         "note": "AdamW as lit builds it (torch's default on CPU tensors: one tensor at a time)"},
+        {"metric": "AdamW default / fused=True", "unit": "ratio", "values": common.ratios(default, fused_t),
+         "note": "time of one AdamW step over the text tower's parameters, same gradients"},
+        {"metric": f"text step time, {LENGTHS[1]} / {LENGTHS[0]} tokens", "unit": "ratio",
+         "values": common.ratios(runs[f"step {LENGTHS[1]}"], step24), "note": "what trimming the padding saves per step"},
+    ]
+    return results
