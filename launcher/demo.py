@@ -131,7 +131,8 @@ def train(cfg: Config, preempt: bool) -> RunSummary:
     half = max(1, total // 2)
     _step(4, f"LiT training: {cfg.model.name}, {world} processes, {total} steps"
              + (f"; preemption signal at step {half}" if preempt else ""))
-    with MetricsTail(Path(cfg.run_dir) / "metrics.jsonl", every=max(1, total // 10)):
+    every = cfg.train.log_every * max(1, total // (10 * cfg.train.log_every))  # a multiple of the logged steps
+    with MetricsTail(Path(cfg.run_dir) / "metrics.jsonl", every=every):
         summary = run_local(cfg, preempt_at_step=half if preempt else None)
     if summary.error:
         raise RuntimeError(f"training failed: {summary.error}")
