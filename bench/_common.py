@@ -127,23 +127,64 @@ def run_logged(cmd: Sequence[str], log: Path, cwd: Path | None = None, timeout: 
     return wall
 
 
-def interleaved(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Each variant once per round, the order rotated every round, so all see the same machine load."""
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_cores(window: float = 1.0) -> float:
+    """Cores kept busy by other processes over `window` seconds (this process sleeps meanwhile)."""
+    try:
+        b0, t0 = _cpu_jiffies()
+        time.sleep(window)
+        b1, t1 = _cpu_jiffies()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return (os.cpu_count() or 1) * (b1 - b0) / max(1, t1 - t0)
+
+
+# Other processes' CPU use seen at the start of each measured run (the machine is shared).
+EXTERNAL_LOAD: list[float] = []
+
+
+def settle(threshold: float = 0.5, max_wait: float = 20.0, window: float = 0.5) -> float:
+    """Flush pending writes, then wait (at most `max_wait` s) until others use < `threshold` cores; returns their use."""
+    os.sync()  # a previous run's checkpoint writes must not throttle the next run's writes
+    deadline = time.monotonic() + max_wait
+    load = busy_cores(window)
+    while load >= threshold and time.monotonic() < deadline:
+        load = busy_cores(window)
+    EXTERNAL_LOAD.append(round(load, 2))
+    return load
+
+
+def interleaved(variants: dict[str, Callable[[], float]], repeats: int, max_wait: float = 20.0) -> dict[str, list[float]]:
+    """Each variant once per round, the order rotated every round, so all see the same machine load.
+
+    Before each run the machine gets a moment to settle (`settle`): a busy shared machine
+    still adds noise, which the min/max show.
+    """
     names = list(variants)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         for n in names[r % len(names):] + names[:r % len(names)]:
+            settle(max_wait=max_wait)
             out[n].append(variants[n]())
     return out
+
+
+def external_load() -> dict[str, float]:
+    """Summary of EXTERNAL_LOAD (busy cores of other processes when runs started), then reset it."""
+    seen = EXTERNAL_LOAD[:] or [0.0]
+    EXTERNAL_LOAD.clear()
+    return {"median": round(statistics.median(seen), 2), "max": round(max(seen), 2), "runs": len(seen)}
 
 
 def ratios(num: list[float], den: list[float]) -> list[float]:
     """Pair-by-pair ratios of two interleaved series."""
     return [a / b for a, b in zip(num, den)]
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def median(values: list[float]) -> float:

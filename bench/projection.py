@@ -118,7 +118,8 @@ def run() -> list[dict[str, Any]]:
     variants, n_images = decode_variants()
     for v in variants.values():
         v()
-    runs = common.interleaved(variants, REPEATS)
+    runs = common.interleaved(variants, REPEATS, max_wait=5.0)
+    load = common.external_load()
     samples = EPOCHS * TRAIN_IMAGES
     med = statistics.median
     # (label, FLOPs per sample, samples, decode rates or None) → projected hours per round: max(compute, loading)
@@ -171,7 +172,8 @@ def run() -> list[dict[str, Any]]:
         {"metric": "JPEG decode + train transform, 500x375, 1 core", "unit": "images/s", "values": runs["train"],
          "params": {"assumed": ASSUMED, "images": n_images, "image_gflop": round(f_img / 1e9, 2),
                     "text_gflop": {str(length): round(f_trim / 1e9, 3), "77": round(f_full / 1e9, 3)},
-                    "trimmed_length": round(batch_len, 2), "categories": source}},
+                    "trimmed_length": round(batch_len, 2), "categories": source,
+                    "external_load_cores": load}},
         {"metric": "JPEG decode + eval transform, 500x375, 1 core", "unit": "images/s", "values": runs["eval"]},
         {"metric": "paper scale: open_clip_train", "unit": "h (projected)", "values": oc},
         {"metric": "paper scale: lit raw", "unit": "h (projected)", "values": raw},
