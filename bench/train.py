@@ -167,7 +167,7 @@ def explain(results: list[dict[str, Any]]) -> str:
         "ViT-L-14 forward, which is nearly all of the step. open_clip_train runs it in train mode (`model.train()` "
         "covers the locked tower), lit in eval mode under `no_grad`, where `nn.MultiheadAttention` takes PyTorch's "
         "fused inference kernel (the FLOP counter does not even see it: 104 instead of 162 GFLOP per image); "
-        "`compute` times the two ways on one image. lit also trims captions to the batch's longest, where "
+        "`compute` times the two ways on this benchmark's batch. lit also trims captions to the batch's longest, where "
         "open_clip_train pads them to 77 tokens.",
         f"- **paper, lit cached vs open_clip_train ({m('paper: lit cached / open_clip_train', '.1f')}x)**: the "
         "cached step has no image tower at all; what is left is the text tower's forward+backward on trimmed "
@@ -178,8 +178,9 @@ def explain(results: list[dict[str, Any]]) -> str:
         "cached)**: ViT-S-32's forward (2.3 GFLOP per image) costs less than the text tower's forward+backward at 77 "
         "tokens (10 GFLOP per caption), so trimming, not the tower, is what moves the raw path, and caching removes "
         "less.",
-        f"- **Cache break-even**: `lit embed` costs about one raw epoch's image forwards; the cache has paid for itself "
-        f"after {m('paper: cache break-even vs lit raw', '.1f')} epochs on the paper's shape (18 are planned).",
+        f"- **Cache break-even**: `lit embed` runs each image through the tower once, in eval mode and without the "
+        f"text step, so it costs a little less than one raw epoch; the cache has paid for itself after "
+        f"{m('paper: cache break-even vs lit raw', '.1f')} epochs on the paper's shape (the jobs plan 18).",
         "- Rates are per sample after the first step of each process (start-up and the first step's allocations "
         "excluded); on a shared 2-core machine a busy neighbour slows one run more than another, which the "
         "min/max columns show.",

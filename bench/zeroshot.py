@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import open_clip
@@ -80,7 +79,7 @@ def classifier_variants(built: Any, cats: list[Any]) -> dict[str, Callable[[], f
     return {"lit paper": lit("paper"), "lit openai": lit("openai"), "open_clip paper": plain}
 
 
-def eval_variants(work: Path) -> tuple[dict[str, Callable[[], float]], dict[str, Any]]:
+def eval_variants() -> tuple[dict[str, Callable[[], float]], dict[str, Any]]:
     """Images/s of the evaluation pass on raw validation shards and on their embedding cache."""
     from lit.config import config_from_dict
     from lit.data.embed import embed_folder
@@ -129,7 +128,7 @@ def run() -> list[dict[str, Any]]:
     cats, source = categories()
     text_model = common.build(common.text_config(), "bench-text")
     variants = classifier_variants(text_model, cats)
-    evals, eval_info = eval_variants(common.OUT / "work" / "zeroshot")
+    evals, eval_info = eval_variants()
     variants.update(evals)
     runs = common.interleaved(variants, REPEATS, max_wait=5.0)
     load = common.external_load()
