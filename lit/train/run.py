@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import yaml
-
 from lit.config import Config, dump_config, save_config
-from lit.configlib import ConfigError, to_dict
+from lit.configlib import ConfigError
 from lit.data.folders import ShardFolder, open_folder
 from lit.data.loader import Stream, batch_counts, check_shard_count, make_loader, train_pipeline
 from lit.log import logger, setup_logging
@@ -234,11 +232,3 @@ def _evaluate(cfg: Config, built: BuiltModel, info: dist.DistInfo, trainer: Trai
     scalars = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     scalars.update({f"top1_{rank}": acc for rank, acc in result.get("per_rank", {}).items()})
     metrics.write("eval", trainer.step, final=final, **scalars)
-
-
-def load_run_config(path: str | Path) -> dict[str, Any]:
-    """The resolved config saved in a run directory or checkpoint, as plain data."""
-    return yaml.safe_load(Path(path).read_text())
-
-
-__all__ = ["EXIT_OK", "Schedule", "make_schedule", "run", "to_dict"]
