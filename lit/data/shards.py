@@ -103,7 +103,8 @@ def plan(split: Split, shard_cfg: ShardConfig, caption_cfg: CaptionConfig, skipp
     shard: list[Sample] = []
     size = empty
     chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
-    paths = [[os.path.join(split.root, img.file_name) for img in chunk] for chunk in chunks]
+    base = os.path.join(split.root, "")
+    paths = [[name if (name := img.file_name).startswith("/") else base + name for img in chunk] for chunk in chunks]
     start = time.perf_counter()
     first = _stat_chunk(paths[0] if paths else [])
     slow = time.perf_counter() - start > 200e-6 * len(first)  # a network file system: stat ahead in threads
@@ -171,6 +172,21 @@ def check_image(data: bytes, resize: int = 0) -> tuple[bytes | None, str]:
         return None, f"corrupt: {type(err).__name__}: {err}"
 
 
+def read_file(path: str, size: int) -> bytes:
+    """A whole file that had `size` bytes when planned: one system call unless it has changed since."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) == size:  # a regular file's short read is its end
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, max(size, 1 << 16)):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def write_shard(task: ShardTask, report: Callable[[int], None]) -> dict[str, Any]:
     """Write one shard, or keep it when its completion record and hash match; returns its record."""
     out = Path(task.out_dir)
@@ -185,8 +201,7 @@ def write_shard(task: ShardTask, report: Callable[[int], None]) -> dict[str, Any
         writer = FastTarWriter(sink, user="lit", group="lit", mode=0o444, mtime=MTIME, encoder=False)
         for i, s in enumerate(task.samples, 1):
             try:
-                with open(s.path, "rb", buffering=0) as img:  # unbuffered: one read, no copy
-                    data, reason = check_image(img.readall(), task.resize)
+                data, reason = check_image(read_file(s.path, s.size), task.resize)
             except OSError as err:
                 data, reason = None, f"unreadable: {err.strerror or err}"
             if data is None:

@@ -21,7 +21,7 @@ from lit.cli import main as lit_main
 from lit.config import CaptionConfig, ShardConfig
 from lit.data.captions import caption
 from lit.data.inat import DatasetError, load_categories_json, load_split
-from lit.data.shards import build_shards, read_manifest, shard_urls
+from lit.data.shards import build_shards, read_file, read_manifest, shard_urls
 from tests.data.conftest import TRAIN_PER_CLASS, VAL_PER_CLASS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,16 +220,27 @@ def test_fast_tar_writer_gives_webdataset_tarwriter_bytes(toy_root: Path) -> Non
     files = [p.read_bytes() for p in sorted((toy_root / "val").rglob("*.jpg"))[:20]]
     samples = [{"__key__": f"{i:08d}", "jpg": d, "txt": "A photo of the Pine White", "cls": 2087, "json": {"i": i}}
                for i, d in enumerate(files)]
-    outputs = []
-    for cls in (TarWriter, _TarWriter):
-        buf = io.BytesIO()
-        with cls(buf, user="lit", group="lit", mode=0o444, mtime=0) as writer:
-            for s in samples:
-                writer.write(dict(s))
-        outputs.append(buf.getvalue())
-    assert outputs[0] == outputs[1]
-    names = tarfile.open(fileobj=io.BytesIO(outputs[1])).getnames()
+    raw = [{"__key__": f"{i:03d}" if i % 3 else "k" * (91 + i % 4), "_meta": b"m", "jpg": memoryview(d), "txt": b"x" * i}
+           for i, d in enumerate(files)]  # the fast path's edge cases: bytes-like values, names of up to 100 bytes
+    written = {}
+    for variant, data, kw in (("encoded", samples, {}), ("bytes", raw, {"encoder": False}),
+                              ("keep_meta", raw, {"encoder": False, "keep_meta": True})):
+        outputs = []
+        for cls in (TarWriter, _TarWriter):
+            buf = io.BytesIO()
+            with cls(buf, user="lit", group="lit", mode=0o444, mtime=0, **kw) as writer:
+                sizes = [writer.write(dict(s)) for s in data]
+            outputs.append((buf.getvalue(), sizes))
+        assert outputs[0] == outputs[1], variant
+        written[variant] = outputs[1][0]
+    names = tarfile.open(fileobj=io.BytesIO(written["encoded"])).getnames()
     assert names[:4] == ["00000000.cls", "00000000.jpg", "00000000.json", "00000000.txt"]
+    assert "001._meta" in tarfile.open(fileobj=io.BytesIO(written["keep_meta"])).getnames()
+    buf = io.BytesIO()  # webdataset writes PAX headers for non-ASCII names (it drops its format argument); we write ustar
+    with _TarWriter(buf, user="lit", group="lit", mode=0o444, mtime=0, encoder=False) as writer:
+        writer.write({"__key__": "é01", "jpg": files[0]})
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        assert tar.getnames() == ["é01.jpg"] and tar.extractfile("é01.jpg").read() == files[0]
     headers, rng = _Headers(), random.Random(0)
     for _ in range(500):
         info = tarfile.TarInfo(rng.choice([f"{rng.randrange(10**9):09d}.jpg", "x" * rng.randrange(1, 120), "é.txt"]))
@@ -240,3 +251,10 @@ def test_fast_tar_writer_gives_webdataset_tarwriter_bytes(toy_root: Path) -> Non
         except ValueError:
             continue  # not representable in ustar at all
         assert headers(info) == expected
+
+
+@pytest.mark.parametrize("planned", [0, 1, 70_000, 100_000, 100_001, 300_000])
+def test_read_file_returns_the_whole_file_whatever_its_planned_size(tmp_path: Path, planned: int) -> None:
+    data = os.urandom(100_000)  # a file that has grown or shrunk since it was planned reads whole all the same
+    (tmp_path / "img.jpg").write_bytes(data)
+    assert read_file(str(tmp_path / "img.jpg"), planned) == data
