@@ -154,10 +154,11 @@ def show_results(cfg: Config) -> dict:
     run_dir = Path(cfg.run_dir)
     result = json.loads((run_dir / "results.json").read_text())
     print_report(result, console, hardest=5)
-    missing = [a for a in ARTIFACTS if not (run_dir / a).exists()]
+    artifacts = ARTIFACTS + (("tensorboard/",) if cfg.train.tensorboard else ())
+    missing = [a for a in artifacts if not (run_dir / a).exists()]
     if missing:
         raise RuntimeError(f"the demo left no {', '.join(missing)} in {run_dir}")
-    console.print(f"[bold]left in {run_dir}/:[/bold] " + ", ".join(ARTIFACTS))
+    console.print(f"[bold]left in {run_dir}/:[/bold] " + ", ".join(artifacts))
     return result
 
 

@@ -173,6 +173,8 @@ class TrainConfig:
     """Seed of model init, data order and every random choice of the run."""
     log_every: int = 10
     """Steps between lines in metrics.jsonl."""
+    tensorboard: bool = True
+    """Also write every numeric metric as TensorBoard scalars under RUN/tensorboard (`tensorboard --logdir RUN`)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: auto picks the rank's local GPU when there is one."""
     stop_at_step: int = 0

@@ -1,4 +1,9 @@
-"""`lit predict --checkpoint CKPT IMAGE... [--rank genus]`: the top-k species (or taxa) of images with their taxonomy."""
+"""`lit predict --checkpoint CKPT IMAGE... [--rank genus]`: the top-k species (or taxa) of images with their taxonomy.
+
+The class embeddings are built on the first call and kept under RUN/eval/classifiers
+(lit.eval.classifier_cache), so later calls on the same checkpoint, classes and templates
+only run the image tower.
+"""
 
 from __future__ import annotations
 
@@ -25,25 +30,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lit.configlib import ConfigError
+    from lit.eval.classifier_cache import cache_dir, classifier_key, load_or_build
     from lit.eval.predict import predict, print_predictions, read_categories
     from lit.eval.runner import load_categories, val_folder
     from lit.eval.templates import parse_template_list, resolve_templates
     from lit.eval.zeroshot import build_classifier
     from lit.train import dist
-    from lit.train.export import model_from_checkpoint
+    from lit.train.export import model_from_checkpoint, resolve_checkpoint
 
     if args.top < 1:
         raise ConfigError("", "--top", f"must be >= 1, got {args.top}")
     device = dist.pick_device(dist.DistInfo(0, 1, 0, "single"), args.device)
-    cfg, built, _ = model_from_checkpoint(args.checkpoint, device)
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    cfg, built, _ = model_from_checkpoint(checkpoint, device)
     if args.categories:
         categories = read_categories(args.categories)
     else:
         folder, key = val_folder(cfg)
         categories = load_categories(folder, key)
     templates = parse_template_list(args.templates) if args.templates else cfg.eval.templates
-    classifier = build_classifier(built.model.eval(), built.tokenizer, categories, resolve_templates(templates, cfg.captions),
-                                  device=device)
+    sets = resolve_templates(templates, cfg.captions)
+    classifier = load_or_build(cache_dir(checkpoint), classifier_key(checkpoint, categories, sets),
+                               lambda: build_classifier(built.model.eval(), built.tokenizer, categories, sets, device=device),
+                               device)
     results = predict(built.model, built.preprocess_val, classifier, categories, args.images, args.top, args.rank)
     if args.json:
         for image, guesses in zip(args.images, results):

@@ -27,7 +27,8 @@ def path_for(run_dir: str | Path, step: int) -> Path:
     return ckpt_dir(run_dir) / f"step-{step:08d}.pt"
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
+    """`write(file)` into a temporary file beside `path`, synced, then renamed into place."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         write(f)
@@ -46,8 +47,8 @@ def save(run_dir: str | Path, state: dict[str, Any], keep_last: int) -> Path:
     state = {"format_version": FORMAT_VERSION, **state}
     path = path_for(run_dir, int(state["step"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, lambda f: torch.save(state, f))
-    _atomic_write_bytes(path.parent / "latest", lambda f: f.write(path.name.encode() + b"\n"))
+    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path.parent / "latest", lambda f: f.write(path.name.encode() + b"\n"))
     purge(run_dir, keep_last)
     return path
 

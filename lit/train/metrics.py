@@ -1,4 +1,4 @@
-"""Metrics as JSON lines (one object per line), mirrored to TensorBoard when it is installed."""
+"""Metrics as JSON lines (one object per line), mirrored to TensorBoard scalars when asked."""
 
 from __future__ import annotations
 
@@ -8,24 +8,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lit.log import logger
 
 
 class MetricsWriter:
-    """Appends records to `metrics.jsonl`; a no-op on ranks other than 0."""
+    """Appends records to `metrics.jsonl` (and `{type}/{key}` scalars to RUN/tensorboard); a no-op on ranks other than 0.
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+    A resumed run appends to both: TensorBoard shows the steps redone after the last
+    checkpoint twice, as metrics.jsonl lists them twice.
+    """
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = False) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.enabled = enabled
         self._tb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
+            if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-            except ImportError:
-                logger.debug("tensorboard not installed: metrics go to metrics.jsonl only")
 
     def write(self, kind: str, step: int, **values: Any) -> None:
         if not self.enabled:

@@ -155,7 +155,7 @@ def _run(cfg: Config, info: dist.DistInfo, device: torch.device) -> int:
     )
     trainer = Trainer(cfg, built, info, device, sched.total_steps)
     start_step, resumed_from = resume_state(cfg, trainer, tower_fp, info)
-    metrics = MetricsWriter(run_dir, enabled=info.is_main)
+    metrics = MetricsWriter(run_dir, enabled=info.is_main, tensorboard=cfg.train.tensorboard)
     metrics.write("start", start_step, resumed_from=resumed_from, world_size=info.world_size,
                   total_steps=sched.total_steps, steps_per_epoch=sched.steps_per_epoch, **counts)
     if resumed_from:

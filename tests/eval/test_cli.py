@@ -45,10 +45,20 @@ def test_lit_eval_reports_bad_arguments(tiny_run: Path, tmp_path: Path, capsys: 
     assert "checkpoint" in err and "--data" in err and "imagenet" in err
 
 
-def test_lit_predict(tiny_run: Path, toy_val: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lit_predict(tiny_run: Path, toy_val: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     images = sorted((toy_val.parent / "toy" / "val").rglob("*.jpg"))[:2]
-    assert main(["predict", "--checkpoint", str(tiny_run), *map(str, images), "--rank", "genus", "-k", "3", "--json"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    args = ["predict", "--checkpoint", str(tiny_run), *map(str, images), "--rank", "genus", "-k", "3", "--json"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert len(list((tiny_run / "eval" / "classifiers").glob("classifier-*.pt"))) == 1
+
+    def no_build(*a: object, **k: object) -> None:
+        raise AssertionError("the class embeddings were built again")
+
+    monkeypatch.setattr("lit.eval.zeroshot.build_classifier", no_build)
+    assert main(args) == 0 and capsys.readouterr().out == printed  # the kept class embeddings, the same answer
+    monkeypatch.undo()
+    lines = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
     assert [line["image"] for line in lines] == list(map(str, images))
     guesses = lines[0]["guesses"]
     assert len(guesses) == 3 and all(g["rank"] == "genus" and len(g["lineage"]) == 6 for g in guesses)

@@ -56,6 +56,17 @@ def reference(engine_data: dict, tmp_path_factory: pytest.TempPathFactory) -> di
     return {"short": final_state(short.run_dir), "long": final_state(long.run_dir), "short_dir": Path(short.run_dir)}
 
 
+def test_a_run_mirrors_its_losses_to_tensorboard(reference: dict) -> None:
+    from lit.train.metrics import read_metrics
+    from tests.train.test_metrics import tensorboard_scalars
+
+    run_dir = reference["short_dir"]
+    losses = [(r["step"], r["loss"]) for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "train"]
+    mirrored = tensorboard_scalars(run_dir)["train/loss"]
+    assert [s for s, _ in mirrored] == [s for s, _ in losses] == list(range(1, 17))
+    assert all(abs(a - b) <= 1e-6 * abs(b) for (_, a), (_, b) in zip(mirrored, losses))
+
+
 @pytest.mark.parametrize("accum", [1, 2])
 def test_stop_mid_epoch_and_resume_is_bitwise_identical(engine_data: dict, reference: dict, tmp_path: Path, accum: int) -> None:
     extra = [f"train.accum_steps={accum}", f"data.batch_size={8 // accum}"]
