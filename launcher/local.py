@@ -11,7 +11,6 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from launcher import logger, runs

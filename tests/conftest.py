@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pytest
+
+if TYPE_CHECKING:
+    from lit.config import Config
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -29,7 +32,7 @@ def engine_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "train": base / "shards" / "train", "val": base / "shards" / "val"}
 
 
-def tiny_config(run_dir: Path, data: dict[str, Path], overrides: Sequence[str] = ()) -> "Config":  # noqa: F821
+def tiny_config(run_dir: Path, data: dict[str, Path], overrides: Sequence[str] = ()) -> Config:
     """The tiny random model on the engine data: a few fast steps per epoch."""
     from lit.config import load_config
 

@@ -21,7 +21,8 @@ from lit.cli import main as lit_main
 from lit.config import CaptionConfig, ShardConfig
 from lit.data.captions import caption
 from lit.data.inat import DatasetError, load_categories_json, load_split
-from lit.data.shards import build_shards, read_file, read_manifest, shard_urls
+from lit.data.shard_writer import read_file
+from lit.data.shards import build_shards, read_manifest, shard_urls
 from tests.data.conftest import TRAIN_PER_CLASS, VAL_PER_CLASS
 
 REPO = Path(__file__).resolve().parents[2]
