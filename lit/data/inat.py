@@ -185,14 +185,20 @@ def load_categories_csv(path: str | Path) -> list[Category]:
     return categories
 
 
+def _record_label(raw: Any, section: str, i: int, source: str, keys: tuple[str, ...]) -> str:
+    """How errors name `{section}[i]`, once it is an object holding `keys`; otherwise the error naming what is wrong."""
+    if not isinstance(raw, dict):
+        raise DatasetError(source, f"expected an object, got {type(raw).__name__}", f"{section}[{i}]")
+    record = f"{section}[{i}] (id {raw.get('id', '?')})"
+    for key in keys:
+        if key not in raw:
+            raise DatasetError(source, f"missing; every {section[:-1]} needs {' and '.join(keys)}", record, key)
+    return record
+
+
 def _check_image(raw: Any, i: int, source: str, images: Mapping[int, Any]) -> tuple[int, str, int, int]:
     """Validate one image in detail: (id, file_name, width, height), or the error naming what is wrong."""
-    if not isinstance(raw, dict):
-        raise DatasetError(source, f"expected an object, got {type(raw).__name__}", f"images[{i}]")
-    record = f"images[{i}] (id {raw.get('id', '?')})"
-    for key in ("id", "file_name"):
-        if key not in raw:
-            raise DatasetError(source, "missing; every image needs id and file_name", record, key)
+    record = _record_label(raw, "images", i, source, ("id", "file_name"))
     iid = _as_int(raw["id"], source, record, "id")
     name = raw["file_name"]
     if not isinstance(name, str) or not name.strip():
@@ -228,13 +234,8 @@ def _parse_images(raw: Any, source: str) -> dict[int, tuple[int, str, int, int]]
 
 def _annotation_error(ann: Any, i: int, source: str, images: Mapping[int, Any], category_ids: set[int],
                       labels: Mapping[int, int]) -> DatasetError:
-    """The detailed error of an annotation that failed the fast check."""
-    if not isinstance(ann, dict):
-        return DatasetError(source, f"expected an object, got {type(ann).__name__}", f"annotations[{i}]")
-    record = f"annotations[{i}] (id {ann.get('id', '?')})"
-    for key in ("image_id", "category_id"):
-        if key not in ann:
-            return DatasetError(source, "missing; every annotation needs image_id and category_id", record, key)
+    """The detailed error of an annotation that failed the fast check (raised here when it is not even a record)."""
+    record = _record_label(ann, "annotations", i, source, ("image_id", "category_id"))
     iid = _as_int(ann["image_id"], source, record, "image_id")
     cid = _as_int(ann["category_id"], source, record, "category_id")
     if iid not in images:

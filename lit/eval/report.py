@@ -9,13 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lit.eval.paper import PAPER_TABLE, PaperRow
+from lit.eval.templates import label
 from lit.plots import plt, save_figure
-
-
-def class_label(entry: dict[str, Any]) -> str:
-    """"common name (binomial)", or the binomial alone when they are the same."""
-    common, name = entry.get("common_name") or "", entry["name"]
-    return f"{common} ({name})" if common and common.casefold() != name.casefold() else name
 
 
 def _pct(value: float | None) -> str:
@@ -57,7 +52,7 @@ def hardest_table(result: dict[str, Any], limit: int = 20) -> Table:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     hardest = [h for h in result.get("hardest", []) if h["accuracy"] < 100.0][:limit]
     for i, h in enumerate(hardest):
-        table.add_row(class_label(h), _pct(h["accuracy"]), _pct(h.get("top5")), str(h["n"]),
+        table.add_row(label(h.get("common_name") or "", h["name"]), _pct(h["accuracy"]), _pct(h.get("top5")), str(h["n"]),
                       end_section=i == len(hardest) - 1)
     for c in result.get("confused", [])[:limit]:
         table.add_row(f"{c.get('true_name', c['true'])} → {c.get('pred_name', c['pred'])}", "", "", str(c["count"]))

@@ -46,11 +46,14 @@ class TemplateSet:
         return [t(category) for t in self.templates]
 
 
-def class_label(category: Category) -> str:
+def label(common_name: str, name: str) -> str:
     """"{common name} ({binomial})", or the binomial when iNat has no English name for it."""
-    if category.common_name and category.common_name.casefold() != category.name.casefold():
-        return f"{category.common_name} ({category.name})"
-    return category.name
+    return f"{common_name} ({name})" if common_name and common_name.casefold() != name.casefold() else name
+
+
+def class_label(category: Category) -> str:
+    """`label` of a category."""
+    return label(category.common_name, category.name)
 
 
 def _fields(category: Category) -> dict[str, str]:
@@ -152,6 +155,6 @@ def parse_template_list(text: str) -> tuple[str, ...]:
 
 
 __all__ = [
-    "BUILTIN", "FIELDS", "Template", "TemplateSet", "builtin_set", "class_label", "load_template_file",
+    "BUILTIN", "FIELDS", "Template", "TemplateSet", "builtin_set", "class_label", "label", "load_template_file",
     "parse_template_list", "resolve_templates",
 ]

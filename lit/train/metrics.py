@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 class MetricsWriter:
     """Appends records to `metrics.jsonl` (and `{type}/{key}` scalars to RUN/tensorboard); a no-op on ranks other than 0.
 
