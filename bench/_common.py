@@ -78,17 +78,31 @@ def build(config: dict[str, Any], name: str) -> Any:
     return build_model(ModelConfig(name=name, config=config, image_weights=""), "cpu", seed=0)
 
 
-def toy_root(train_per_class: int, val_per_class: int, size: int | tuple[int, int] = 224) -> Path:
-    """Toy iNat images (generated once, reused by later runs)."""
-    from lit.data.toy import write_toy_inat
+def categories() -> tuple[list[Any], str]:
+    """iNat2021's 10,000 categories, or the toy ones with a note when the CSV is absent."""
+    from lit.data.inat import load_categories_csv
+    from lit.data.toy import toy_categories
+
+    if CATEGORIES_CSV.is_file():
+        return load_categories_csv(CATEGORIES_CSV), f"the 10,000 real classes of {CATEGORIES_CSV.name}"
+    return toy_categories(), f"the 32 toy classes ({CATEGORIES_CSV} is absent)"
+
+
+def toy_root(train_per_class: int, val_per_class: int, size: int | tuple[int, int] = 224, quality: int = 90) -> Path:
+    """Toy iNat images (generated once, with a progress bar; reused by later runs)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from lit.data.toy import SPECIES, write_toy_inat
 
     w, h = (size, size) if isinstance(size, int) else size
-    root = OUT / "data" / f"toy-{train_per_class}-{val_per_class}-{w}x{h}"
+    root = OUT / "data" / (f"toy-{train_per_class}-{val_per_class}-{w}x{h}" + (f"-q{quality}" if quality != 90 else ""))
     if not (root / "train.json").is_file():
         tmp = root.with_name(root.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        write_toy_inat(tmp, seed=0, train_per_class=train_per_class, val_per_class=val_per_class, test_per_class=0,
-                       image_size=(w, h))
+        with Progress(TextColumn("[bold]drawing benchmark images"), BarColumn(), MofNCompleteColumn()) as bar:
+            tid = bar.add_task("images", total=(train_per_class + val_per_class) * len(SPECIES))
+            write_toy_inat(tmp, seed=0, train_per_class=train_per_class, val_per_class=val_per_class, test_per_class=0,
+                           image_size=(w, h), quality=quality, on_image=lambda: bar.advance(tid))
         tmp.rename(root)
     return root
 
@@ -187,5 +201,3 @@ def ratios(num: list[float], den: list[float]) -> list[float]:
     return [a / b for a, b in zip(num, den)]
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)

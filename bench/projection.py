@@ -108,9 +108,8 @@ def loading_hours(samples: float, decode_rate: float) -> float:
 
 
 def run() -> list[dict[str, Any]]:
-    from bench.zeroshot import categories
 
-    cats, source = categories()
+    cats, source = common.categories()
     f_img = image_flops()
     batch_len, mean_len = trimmed_length(cats, ASSUMED["per_gpu_batch"])
     length = round(batch_len)

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
+from bench import _common as common
 from lit.config import CaptionConfig, ShardConfig
 from lit.data.inat import load_split
 from lit.data.shards import build_shards
-from lit.data.toy import SPECIES, write_toy_inat
+from lit.data.toy import SPECIES
 
 IMAGES = 6048  # 189 per toy class: start-up (annotations, writer processes) a small share, as on a real split
 SIZE = (500, 375)
@@ -32,27 +31,12 @@ REPEATS = 5
 RESIZE_REPEATS = 3
 RESIZE = 224
 GOAL_RATIO = 0.5
-OUT = Path(__file__).resolve().parent / "out"
+OUT = common.OUT
 
 
 def dataset() -> Path:
     """The benchmark images (generated once, reused by later runs)."""
-    per_class = -(-IMAGES // len(SPECIES))
-    root = OUT / "data" / f"toy-{per_class}x{len(SPECIES)}-{SIZE[0]}x{SIZE[1]}-q{QUALITY}"
-    if not (root / "train.json").is_file():
-        tmp = root.with_name(root.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with Progress(TextColumn("[bold]drawing benchmark images"), BarColumn(), MofNCompleteColumn()) as bar:
-            tid = bar.add_task("images", total=per_class * len(SPECIES))
-            write_toy_inat(tmp, seed=0, train_per_class=per_class, val_per_class=0, test_per_class=0, image_size=SIZE,
-                           quality=QUALITY, on_image=lambda: bar.advance(tid))
-        tmp.rename(root)
-    return root
-
-
-def _settle() -> None:
-    """Flush the previous run's writes (and deletions) so that they do not stall the next one."""
-    os.sync()
+    return common.toy_root(-(-IMAGES // len(SPECIES)), 0, SIZE, quality=QUALITY)
 
 
 def _cpu() -> float:
@@ -62,8 +46,8 @@ def _cpu() -> float:
 
 
 def _timed(run: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one call, after the disk settles."""
-    _settle()
+    """(wall seconds, CPU seconds) of one call, after the disk settles (no wait for a quiet machine: the ratio is per repeat)."""
+    os.sync()  # the previous run's writes (and deletions) must not stall this one
     wall, cpu = time.perf_counter(), _cpu()
     run()
     return time.perf_counter() - wall, _cpu() - cpu

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ import yaml
 
 from bench import _common as common
 from bench import _openclip
+from lit.train.metrics import read_metrics
 
 REPEATS = 3
 WORKERS = 1
@@ -49,7 +51,7 @@ def job(shape: common.Shape, shards: Path, embeddings: Path, source: str, run_di
 
 def lit_rate(run_dir: Path, shape: common.Shape) -> float:
     """Samples/s of the measured steps, from the step-end times in metrics.jsonl."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir / "metrics.jsonl")
     times = [r["time"] for r in records if r["type"] == "train"]
     if len(times) != shape.steps:
         raise RuntimeError(f"{run_dir}: {len(times)} train records, expected {shape.steps}")
@@ -157,7 +159,7 @@ def run() -> list[dict[str, Any]]:
 
 def explain(results: list[dict[str, Any]]) -> str:
     """The note on what moves each training figure, with this run's medians."""
-    med = {r["metric"]: common.median(r["values"]) for r in results}
+    med = {r["metric"]: statistics.median(r["values"]) for r in results}
 
     def m(key: str, fmt: str = ".2f") -> str:
         return format(med.get(key, float("nan")), fmt)

@@ -32,16 +32,6 @@ RAW_IMAGES = 16  # validation images of the raw pass (a fixed subset by key hash
 CACHED_PASSES = 5  # the cached pass is short: repeat it within a round
 
 
-def categories() -> tuple[list[Any], str]:
-    """iNat2021's 10,000 categories, or the toy ones with a note when the CSV is absent."""
-    from lit.data.inat import load_categories_csv
-    from lit.data.toy import toy_categories
-
-    if common.CATEGORIES_CSV.is_file():
-        return load_categories_csv(common.CATEGORIES_CSV), f"the 10,000 real classes of {common.CATEGORIES_CSV.name}"
-    return toy_categories(), f"the 32 toy classes ({common.CATEGORIES_CSV} is absent)"
-
-
 def spread(items: Sequence[Any], n: int) -> list[Any]:
     """n items evenly spread over the sequence (all of them when it is shorter)."""
     if n >= len(items):
@@ -125,7 +115,7 @@ def eval_variants() -> tuple[dict[str, Callable[[], float]], dict[str, Any]]:
 
 
 def run() -> list[dict[str, Any]]:
-    cats, source = categories()
+    cats, source = common.categories()
     text_model = common.build(common.text_config(), "bench-text")
     variants = classifier_variants(text_model, cats)
     evals, eval_info = eval_variants()

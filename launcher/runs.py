@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from launcher.spec import SUBMITIT_DIR
 from lit.config import Config, load_config
 from lit.configlib import ConfigError
 from lit.train.checkpoint import NAME, list_checkpoints
@@ -24,7 +25,6 @@ from lit.train.metrics import read_metrics
 
 ATTEMPTS = "attempts.jsonl"
 JOBS = "jobs.jsonl"
-SUBMITIT_DIR = "slurm"
 ACTIVE_STATES = frozenset({
     "PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
     "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
@@ -38,15 +38,7 @@ REASONS = {
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSON-lines file; missing file → []; a torn last line is skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    return read_metrics(path) if path.is_file() else []
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -85,8 +77,7 @@ def load_run_config(run_dir: str | Path) -> Config:
 
 
 def metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return read_metrics(path) if path.is_file() else []
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 def checkpoint_step(run_dir: str | Path) -> int:
@@ -244,7 +235,7 @@ def last_stop(records: list[dict[str, Any]], tries: list[dict[str, Any]], state:
     ending = _ending(tail or [])
     if ending:
         return ending
-    if tries and not is_active(state) and state not in ("NONE", "UNKNOWN", "RUNNING"):
+    if tries and not is_active(state) and state not in ("NONE", "UNKNOWN"):
         return f"{state}: ended without a stop record (see `python -m launcher logs`)"
     return str(tries[-1].get("last_stop", "")) if tries else ""
 

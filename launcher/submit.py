@@ -109,7 +109,7 @@ def resume_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
         cfg = with_overrides(cfg, overrides)
     job = runs.current_job(run_dir)
     state = runs.job_state(job)
-    if job is not None and (runs.is_active(state) or state == "RUNNING"):
+    if job is not None and runs.is_active(state):
         raise ConfigError(str(run_dir), "run_dir", f"job {job['job_id']} of this run is {state}: "
                           f"wait for it or `python -m launcher cancel {run_dir}` first")
     if runs.is_finished(runs.metrics(run_dir)) and not overrides:
@@ -132,7 +132,7 @@ def cancel(run_dir: str | Path) -> str:
     if job is None:
         raise ConfigError(str(run_dir), "run_dir", "no job was submitted from this run directory")
     state = runs.job_state(job)
-    if not (runs.is_active(state) or state == "RUNNING"):
+    if not runs.is_active(state):
         raise ConfigError(str(run_dir), "run_dir", f"job {job['job_id']} is {state}: nothing to cancel")
     if job["cluster"] == "slurm":
         import subprocess

@@ -30,7 +30,7 @@ from submitit.core.job_environment import JobEnvironment, SignalHandler
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from launcher import boot, logger, runs
-from launcher.spec import PORT_RANGE, doctor_in_task
+from launcher.spec import PORT_RANGE, PreflightFailed, doctor_in_task
 from lit.config import Config
 from lit.log import console, setup_logging
 from lit.train import signals
@@ -159,8 +159,7 @@ class Task(Checkpointable):
         checks = run_checks(self.cfg)
         if not ok(checks):
             console.print(report(checks))
-            failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if c.status == "fail")
-            raise DoctorFailed(f"lit doctor failed on {os.uname().nodename} before training: {failed}")
+            raise DoctorFailed(f"lit doctor failed on {os.uname().nodename} before training: {PreflightFailed(checks)}")
 
     def _requeue(self, env: JobEnvironment, step: int) -> None:
         """Hand over to submitit's own handler: count, checkpoint(), requeue, exit."""

@@ -17,21 +17,19 @@ import pytest
 import bench.__main__ as bench_main
 
 
-def _fake(name: str, rows: list[dict[str, Any]]) -> None:
-    module = types.ModuleType(f"bench.{name}")
-    module.run = lambda: [dict(r) for r in rows]  # type: ignore[attr-defined]
-    sys.modules[f"bench.{name}"] = module
-
-
 @pytest.fixture()
 def report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(bench_main, "REPO", tmp_path)
     monkeypatch.setattr(bench_main, "OUT", tmp_path / "out")
     monkeypatch.setattr(bench_main, "RAW", tmp_path / "BENCHMARKS.json")
     monkeypatch.setattr(bench_main, "discover", lambda: ["fast", "slow"])
-    yield tmp_path
-    for name in ("fast", "slow"):
-        sys.modules.pop(f"bench.{name}", None)
+    for name in ("fast", "slow"):  # restored (removed) by monkeypatch after the test
+        monkeypatch.setitem(sys.modules, f"bench.{name}", types.ModuleType(f"bench.{name}"))
+    return tmp_path
+
+
+def _fake(name: str, rows: list[dict[str, Any]]) -> None:
+    sys.modules[f"bench.{name}"].run = lambda: [dict(r) for r in rows]  # type: ignore[attr-defined]
 
 
 def test_goal_applies_to_the_median_and_sets_the_exit_code(report: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as tmp
 
+from launcher.submit import free_port
 from lit.config import Config, dump_config
 from lit.configlib import ConfigError
 from lit.data.inat import RANKS
@@ -108,12 +108,6 @@ def test_labels_missing_from_categories(tiny: BuiltModel, toy_val: Path, tmp_pat
         evaluate_model(config_for(tmp_path / "run", folder), tiny, ONE)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_equal_one(tiny: BuiltModel, toy_val: Path, tmp_path: Path, config_for: Callable[..., Config]) -> None:
     from _two_rank import evaluate_rank
 
@@ -121,7 +115,7 @@ def test_two_ranks_equal_one(tiny: BuiltModel, toy_val: Path, tmp_path: Path, co
     one = evaluate_model(cfg, tiny, ONE)
     weights = tmp_path / "weights.pt"
     torch.save(tiny.model.state_dict(), weights)
-    tmp.spawn(evaluate_rank, args=(2, _free_port(), dump_config(cfg), str(weights), str(tmp_path)), nprocs=2, join=True)
+    tmp.spawn(evaluate_rank, args=(2, free_port(), dump_config(cfg), str(weights), str(tmp_path)), nprocs=2, join=True)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert results[0]["setup"]["world_size"] == 2
     assert comparable(results[0]) == comparable(results[1]) == comparable(one)

@@ -108,6 +108,13 @@ def poll(probe: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
     return result
 
 
+def wait_for(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
+    """``poll``, raising TimeoutError naming ``what`` when nothing truthy came in time."""
+    if result := poll(probe, timeout, interval):
+        return result
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
 def _free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports that are free on 127.0.0.1 right now."""
     socks = [socket.socket() for _ in range(count)]

@@ -6,14 +6,12 @@ import os
 import re
 import socket
 import stat
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import cluster as cluster_module  # on sys.path via conftest.py
-from cluster import ClusterError, ClusterUnavailable, LocalSlurmCluster
+from cluster import ClusterError, ClusterUnavailable, LocalSlurmCluster, wait_for
 
 HOSTNAME_SCRIPT = """#!/bin/bash
 #SBATCH --job-name=hostname
@@ -47,16 +45,6 @@ HIGH_SCRIPT = """#!/bin/bash
 #SBATCH --exclusive
 srun --label hostname
 """
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll a zero-argument callable until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

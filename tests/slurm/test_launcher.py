@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import torch
 
-from cluster import LocalSlurmCluster  # on sys.path via conftest.py
+from cluster import LocalSlurmCluster, wait_for  # on sys.path via conftest.py
 from launcher import runs
 from launcher.submit import cancel, resume, submit
 from lit.config import Config, save_config
@@ -46,15 +46,6 @@ HIGH_SCRIPT = """#!/bin/bash
 srun --label hostname
 """
 WAIT = 420.0  # the longest any scenario waits for one thing
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := probe():
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 def toy(run_dir: Path, data: dict, *extra: str) -> Config:

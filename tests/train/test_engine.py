@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import open_clip
@@ -11,6 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from launcher.submit import free_port
 from lit.config import ModelConfig
 from lit.configlib import ConfigError
 from lit.data.embed import embed_folder
@@ -107,12 +107,6 @@ def test_a_cache_from_another_tower_is_refused(engine_data: dict, tmp_path: Path
         embed_folder(unlocked, engine_data["train"], tmp_path / "emb2", device="cpu")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _loss_and_grads(world: int, rank: int, images: torch.Tensor, tokens: torch.Tensor, data: dict, run_dir: str) -> tuple:
     cfg = tiny_config(Path(run_dir), data, ["train.gather_with_grad=true"])
     info = dist.resolve()
@@ -143,7 +137,7 @@ def test_two_gloo_ranks_equal_one_rank_on_the_whole_batch(engine_data: dict, tmp
     tokens = built.tokenizer([f"A photo of the species number {i}" for i in range(8)])
     one_loss, one_grads = _loss_and_grads(1, 0, images, tokens, engine_data, str(tmp_path))
     out = mp.Manager().dict()
-    mp.spawn(_rank_main, args=(_free_port(), images, tokens, engine_data, str(tmp_path), out), nprocs=2, join=True)
+    mp.spawn(_rank_main, args=(free_port(), images, tokens, engine_data, str(tmp_path), out), nprocs=2, join=True)
     for rank in (0, 1):
         loss, grads = out[rank]
         torch.testing.assert_close(loss, one_loss, rtol=1e-5, atol=1e-6)

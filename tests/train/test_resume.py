@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from launcher.submit import free_port
 from lit.configlib import ConfigError
 from lit.train import checkpoint, signals
 from lit.train.run import run
@@ -131,19 +131,13 @@ def test_killed_or_signalled_run_resumes_exactly(engine_data: dict, reference: d
     assert_same_training(final_state(run_dir), reference["long"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(run_dir: Path, data: dict, extra: list[str], world: int = 2) -> list[int]:
     """Start `world` ranks of `lit train` as separate processes with torchrun's variables, as a launcher would."""
     from lit.config import save_config
 
     config = run_dir.parent / f"{run_dir.name}.yaml"
     save_config(tiny_config(run_dir, data, extra), config)
-    port = _free_port()
+    port = free_port()
     procs = []
     for rank in range(world):
         env = {**os.environ, "PYTHONPATH": str(REPO), "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
@@ -152,9 +146,8 @@ def run_ranks(run_dir: Path, data: dict, extra: list[str], world: int = 2) -> li
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     codes = [p.returncode for p in procs]
-    assert codes == [0] * world or codes != [0] * world, outputs  # keep the output for a failing assert below
     if any(codes):
-        print("\n".join(outputs))
+        print("\n".join(outputs))  # shown with the callers' failing assert
     return codes
 
 
