@@ -17,9 +17,11 @@ recorded, but `nn.MultiheadAttention` skips its fused inference kernel).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -55,8 +57,8 @@ def _median_time(fn: Callable[[], object], iters: int = ITERS) -> float:
 
 def make_trainer() -> Any:
     """lit's Trainer on the cached path with the paper shape's text tower, fp32, on the CPU."""
+    from lit import dist
     from lit.config import config_from_dict
-    from lit.train import dist
     from lit.train.loop import Trainer
 
     built = common.build(common.text_config(), "bench-text")
@@ -121,8 +123,9 @@ def run() -> list[dict[str, Any]]:
     fwd_bwd(trainer, batches[LENGTHS[0]])  # gradients for the optimizer timings
     variants: dict[str, Callable[[], float]] = {"matmul": matmul_flops}
     for n, b in batches.items():
-        variants[f"step {n}"] = lambda b=b: _median_time(lambda: trainer.train_step([b]))
-        variants[f"fwd+bwd {n}"] = lambda b=b: _median_time(lambda: fwd_bwd(trainer, b))
+        # partial binds this batch (mypy cannot type a lambda's default argument against Callable[[], float])
+        variants[f"step {n}"] = functools.partial(lambda b: _median_time(lambda: trainer.train_step([b])), b)
+        variants[f"fwd+bwd {n}"] = functools.partial(lambda b: _median_time(lambda: fwd_bwd(trainer, b)), b)
     variants["adamw lit"] = lambda: _median_time(trainer.optimizer.step)
     variants["adamw per-tensor"] = lambda: _median_time(per_tensor.step)
     variants.update(tower_variants())

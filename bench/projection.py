@@ -13,8 +13,9 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import open_clip
 import torch
@@ -111,7 +112,7 @@ def run() -> list[dict[str, Any]]:
 
     cats, source = common.categories()
     f_img = image_flops()
-    batch_len, mean_len = trimmed_length(cats, ASSUMED["per_gpu_batch"])
+    batch_len, mean_len = trimmed_length(cats, int(ASSUMED["per_gpu_batch"]))
     length = round(batch_len)
     f_trim, f_full = text_flops(length), text_flops(77)
     variants, n_images = decode_variants()
@@ -128,7 +129,8 @@ def run() -> list[dict[str, Any]]:
         "lit cached: `lit embed` once": (f_img, TRAIN_IMAGES, runs["eval"]),
         f"lit cached: 18 epochs on the cache ({length} tokens)": (f_trim, samples, None),
     }
-    projected = {k: [max(compute_hours(f, n), loading_hours(n, r) if r else 0.0) for r in (rates or [None] * REPEATS)]
+    no_rates: list[float | None] = [None] * REPEATS
+    projected = {k: [max(compute_hours(f, n), loading_hours(n, r) if r else 0.0) for r in (rates or no_rates)]
                  for k, (f, n, rates) in paths.items()}
     oc, raw, embed, train = projected.values()
     cached = [e + t for e, t in zip(embed, train)]

@@ -15,8 +15,9 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench import _common as common
 from lit.config import CaptionConfig, ShardConfig

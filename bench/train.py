@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from bench import _common as common
 from bench import _openclip
-from lit.train.metrics import read_metrics
+from lit.train.metrics_log import read_metrics
 
 REPEATS = 3
 WORKERS = 1

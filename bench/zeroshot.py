@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import open_clip
 import torch
@@ -41,9 +42,9 @@ def spread(items: Sequence[Any], n: int) -> list[Any]:
 
 def classifier_variants(built: Any, cats: list[Any]) -> dict[str, Callable[[], float]]:
     """Seconds per class of each classifier build."""
+    from lit.config import CaptionConfig
     from lit.eval.templates import builtin_set
     from lit.eval.zeroshot import build_classifier
-    from lit.config import CaptionConfig
 
     model = built.model.eval()
     sets = {name: builtin_set(name, CaptionConfig()) for name in SUBSET}
@@ -71,18 +72,18 @@ def classifier_variants(built: Any, cats: list[Any]) -> dict[str, Callable[[], f
 
 def eval_variants() -> tuple[dict[str, Callable[[], float]], dict[str, Any]]:
     """Images/s of the evaluation pass on raw validation shards and on their embedding cache."""
+    from lit import dist
     from lit.config import config_from_dict
     from lit.data.embed import embed_folder
     from lit.data.folders import open_folder
     from lit.eval.runner import count_predictions, load_categories
     from lit.eval.templates import resolve_templates
     from lit.eval.zeroshot import build_classifier
-    from lit.train import dist
 
     shape = common.paper_shape()
     val = common.shards(common.toy_root(1, 1), "val", 8)
     emb = common.OUT / "data" / "emb-paper-val"
-    tree = {"data": {"val_shards": str(val), "val_embeddings": str(emb), "workers": 0, "augment": False},
+    tree: dict[str, dict[str, Any]] = {"data": {"val_shards": str(val), "val_embeddings": str(emb), "workers": 0, "augment": False},
             "model": {"name": "bench-paper", "config": shape.config, "image_weights": ""}, "eval": {"batch_size": 16}}
     raw_cfg = config_from_dict({**tree, "data": {**tree["data"], "image_source": "raw"}}, "bench")
     cached_cfg = config_from_dict({**tree, "data": {**tree["data"], "image_source": "cached"}}, "bench")

@@ -6,16 +6,16 @@ import argparse
 import json
 import sys
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from submitit.core.utils import FailedSubmissionError, UncompletedJobError
-
 from launcher import runs, spec
+from launcher.submitit_api import FailedSubmissionError, UncompletedJobError
 from lit.config import Config, load_config
 from lit.configlib import ConfigError
 from lit.doctor import report
@@ -119,6 +119,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     out.print(status_table(status))
     if status["attempts"]:
         out.print(attempts_table(status["attempts"]))
+    if status["retry_decisions"]:
+        out.print(failures_table(status["retry_decisions"]))
     return 0
 
 
@@ -140,7 +142,8 @@ def status_table(status: dict[str, Any]) -> Table:
         ("run_dir", status["run_dir"]),
         ("job", f"{status['job_id']} ({status['cluster']})"),
         ("state", status["state"]),
-        ("attempt", f"{status['attempt']} (requeues of this job: {status['requeues']} of max {status['max_requeues']})"),
+        ("attempt", f"{status['attempt']} (requeues of this job: {status['requeues']} of max {status['max_requeues']}; "
+                    f"retries after failures: {status['retries']} of max {status['max_failures']})"),
         ("step", f"{status['step']}" + (f" / {total}" if total else "") + f" (newest checkpoint: {status['checkpoint_step']})"),
         ("finished", "yes" if status["finished"] else "no"),
         ("last train", _fmt(status["last_train"], ("epoch", "loss", "lr", "logit_scale", "samples_per_s"))),
@@ -158,7 +161,19 @@ def attempts_table(attempts: list[dict[str, Any]]) -> Table:
         table.add_column(column, overflow="fold")
     for a in attempts:
         table.add_row(str(a.get("attempt")), str(a.get("job_id")), str(a.get("requeue")), str(a.get("start_step")),
-                      escape(str(a.get("host"))), escape(str(a.get("last_stop"))))
+                      escape(str(a.get("host"))), escape(str(a.get("last_stop")) + (
+                          f"; schedule changed: {'; '.join(a['schedule_changes'])}" if a.get("schedule_changes") else "")))
+    return table
+
+
+def failures_table(decisions: list[dict[str, Any]]) -> Table:
+    """One row per failed attempt: how srun ended, what was decided and why."""
+    table = Table(title="failed attempts")
+    for column in ("job", "restart", "srun", "decision", "cause"):
+        table.add_column(column, overflow="fold")
+    for d in decisions:
+        table.add_row(str(d.get("job_id")), str(d.get("restart")), escape(str(d.get("srun"))), str(d.get("decision")),
+                      escape(str(d.get("cause"))))
     return table
 
 

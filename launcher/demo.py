@@ -83,7 +83,7 @@ class MetricsTail(threading.Thread):
         self.path, self.every, self.stopped = path, every, threading.Event()
         self.offset = path.stat().st_size if path.exists() else 0
 
-    def __enter__(self) -> "MetricsTail":
+    def __enter__(self) -> MetricsTail:
         self.start()
         return self
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from launcher import logger, runs
 from launcher.submit import submit
+from launcher.submitit_api import local_process, task_error
 from lit.config import Config
 
 POLL_S = 0.25
@@ -61,22 +62,6 @@ def _rank0_pid(run_dir: str, job_id: str) -> int | None:
     return int(mine[-1]["pid"]) if mine else None
 
 
-def _task_error(job: Any) -> str:
-    """The first error a task of the job reported (submitit's result pickles), else ''."""
-    from submitit.core.utils import pickle_load
-
-    for sub in job._sub_jobs or [job]:
-        path = sub.paths.result_pickle
-        if path.exists():
-            try:
-                outcome, value = pickle_load(path)
-            except Exception:  # being written, or torn: look again later
-                continue
-            if outcome == "error":
-                return str(value)
-    return ""
-
-
 def run_local(cfg: Config, preempt_at_step: int | None = None, timeout_s: float | None = None,
               kind: str = "submit") -> RunSummary:
     """Run `cfg` with the local executor (nodes x tasks_per_node processes) and wait for the end.
@@ -104,7 +89,7 @@ def run_local(cfg: Config, preempt_at_step: int | None = None, timeout_s: float 
                     logger.warning("sending SIGUSR2 to rank 0 (pid %d) at step >= %d", pid, preempt_at_step)
                     os.kill(pid, signal.SIGUSR2)
                     signalled = True
-        error = _task_error(job)
+        error = task_error(job)
         if error:  # one rank failed: the others would wait in a collective until the timeout
             logger.error("a task failed; stopping the job")
             job.cancel()
@@ -114,7 +99,7 @@ def run_local(cfg: Config, preempt_at_step: int | None = None, timeout_s: float 
 
 
 def _summary(run_dir: str, job_id: str, job: Any, starts_before: int, error: str) -> RunSummary:
-    process = getattr(job, "_process", None)
+    process = local_process(job)
     if process is not None:
         process.wait()
     results: list[Any] = []

@@ -2,14 +2,14 @@
 
 Besides what `lit.train` writes (config.yaml, metrics.jsonl, checkpoints/), the launcher keeps
 - `jobs.jsonl`: one line per submission (`submit`, `resume`) or `cancel`: job id, cluster, time;
-- `attempts.jsonl`: one line per start of the training task: job id, attempt, start step and
-  the reason the previous attempt stopped;
+- `attempts.jsonl`: one `start` line per start of the training task (job id, attempt, start step,
+  the reason the previous attempt stopped, schedule changes made on purpose), a `failure` line per
+  rank that raised, and a `retry` line per failed attempt with what was decided (`launcher.retry`);
 - `slurm/`: submitit's folder (sbatch script, pickles, one log pair per task).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from launcher.spec import SUBMITIT_DIR
+from lit.checkpoint import list_checkpoints, step_of
 from lit.config import Config, load_config
 from lit.configlib import ConfigError
-from lit.train.checkpoint import NAME, list_checkpoints
-from lit.train.metrics import read_metrics
+from lit.io import append_jsonl, read_jsonl
 
 ATTEMPTS = "attempts.jsonl"
 JOBS = "jobs.jsonl"
@@ -34,19 +34,6 @@ REASONS = {
     "SIGUSR2": "SIGUSR2: time limit or preemption warning, checkpoint saved",
     "SIGTERM": "SIGTERM: preemption or cancel, checkpoint saved",
 }
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; missing file → []; a torn last line is skipped."""
-    return read_metrics(path) if path.is_file() else []
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # ---------------------------------------------------------------- jobs
@@ -83,8 +70,7 @@ def metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 def checkpoint_step(run_dir: str | Path) -> int:
     """Step of the newest complete checkpoint file (0: none)."""
     found = list_checkpoints(run_dir)
-    match = NAME.match(found[-1].name) if found else None
-    return int(match.group(1)) if match else 0
+    return step_of(found[-1]) if found else 0
 
 
 def _since_last_start(records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
@@ -92,7 +78,7 @@ def _since_last_start(records: list[dict[str, Any]]) -> list[dict[str, Any]] | N
     return records[starts[-1] + 1:] if starts else None
 
 
-def _attempt_tail(records: list[dict[str, Any]], since: float) -> list[dict[str, Any]] | None:
+def attempt_tail(records: list[dict[str, Any]], since: float) -> list[dict[str, Any]] | None:
     """Records of the training attempt recorded at time `since`: after its `start`, up to the next one.
 
     None when it never wrote a `start` (it ended while loading or setting up).
@@ -118,15 +104,15 @@ def _ending(tail: list[dict[str, Any]]) -> str:
 
 def is_finished(records: list[dict[str, Any]]) -> bool:
     """True when the latest training attempt wrote its `done` record."""
-    tail = _since_last_start(records)
-    return bool(tail) and any(r.get("type") == "done" for r in tail)
+    tail = _since_last_start(records) or []
+    return any(r.get("type") == "done" for r in tail)
 
 
 def stop_reason(records: list[dict[str, Any]], previous: dict[str, Any] | None) -> str:
     """How the attempt `previous` (an attempts.jsonl record; None: there was none) ended, from metrics.jsonl."""
     if previous is None:
         return "new run"
-    tail = _attempt_tail(records, float(previous.get("time", 0)))
+    tail = attempt_tail(records, float(previous.get("time", 0)))
     if tail is None:
         return "ended before training started (killed, failed, preempted or requeued while setting up)"
     return _ending(tail) or "ended without warning (killed, node failure or requeue): resumed from the newest checkpoint"
@@ -135,8 +121,19 @@ def stop_reason(records: list[dict[str, Any]], previous: dict[str, Any] | None) 
 # ---------------------------------------------------------------- attempts
 
 
+def attempt_records(run_dir: str | Path, kind: str) -> list[dict[str, Any]]:
+    """attempts.jsonl lines of one type: `start` (also the untyped lines of earlier versions), `failure`, `retry`."""
+    return [r for r in read_jsonl(Path(run_dir) / ATTEMPTS) if r.get("type", "start") == kind]
+
+
 def attempts(run_dir: str | Path) -> list[dict[str, Any]]:
-    return read_jsonl(Path(run_dir) / ATTEMPTS)
+    """One record per start of the training task, oldest first."""
+    return attempt_records(run_dir, "start")
+
+
+def retries_of(run_dir: str | Path, job_id: str) -> int:
+    """Automatic retries of this job after a transient failure (`launcher.retry`)."""
+    return sum(r.get("job_id") == str(job_id) and r.get("decision") == "retried" for r in attempt_records(run_dir, "retry"))
 
 
 def record_attempt(run_dir: str | Path, job_id: str, cluster: str, **extra: Any) -> dict[str, Any]:
@@ -144,9 +141,10 @@ def record_attempt(run_dir: str | Path, job_id: str, cluster: str, **extra: Any)
     before = attempts(run_dir)
     same_job = [a for a in before if a.get("job_id") == str(job_id)]
     record = {
+        "type": "start",
         "attempt": len(before) + 1,
         "job_id": str(job_id),
-        "requeue": len(same_job),
+        "requeue": max(0, len(same_job) - retries_of(run_dir, job_id)),
         "cluster": cluster,
         "start_step": checkpoint_step(run_dir),
         "last_stop": stop_reason(metrics(run_dir), before[-1] if before else None),
@@ -160,8 +158,9 @@ def record_attempt(run_dir: str | Path, job_id: str, cluster: str, **extra: Any)
 
 
 def requeues_of(run_dir: str | Path, job_id: str) -> int:
-    """Requeues this job has had so far: its starts minus one."""
-    return max(0, sum(a.get("job_id") == str(job_id) for a in attempts(run_dir)) - 1)
+    """Requeues (time limits, preemptions) this job has had so far: its starts minus one, minus its retries."""
+    starts = sum(a.get("job_id") == str(job_id) for a in attempts(run_dir))
+    return max(0, starts - 1 - retries_of(run_dir, job_id))
 
 
 # ---------------------------------------------------------------- job state
@@ -231,7 +230,7 @@ def _strip(record: dict[str, Any] | None) -> dict[str, Any]:
 
 def last_stop(records: list[dict[str, Any]], tries: list[dict[str, Any]], state: str) -> str:
     """Why the newest attempt stopped; while it runs, why the one before it stopped."""
-    tail = _attempt_tail(records, float(tries[-1].get("time", 0))) if tries else _since_last_start(records)
+    tail = attempt_tail(records, float(tries[-1].get("time", 0))) if tries else _since_last_start(records)
     ending = _ending(tail or [])
     if ending:
         return ending
@@ -260,6 +259,10 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "attempt": len(tries),
         "requeues": requeues_of(run_dir, job["job_id"]) if job else 0,
         "max_requeues": cfg.slurm.max_requeues,
+        "retries": retries_of(run_dir, job["job_id"]) if job else 0,
+        "max_failures": cfg.slurm.max_failures,
+        "failures": attempt_records(run_dir, "failure"),
+        "retry_decisions": attempt_records(run_dir, "retry"),
         "step": max([checkpoint_step(run_dir)] + [r["step"] for r in (trains[-1:] + starts[-1:])]),
         "total_steps": starts[-1].get("total_steps") if starts else None,
         "checkpoint_step": checkpoint_step(run_dir),
@@ -283,7 +286,7 @@ def log_files(run_dir: str | Path, rank: int = 0, job_id: str | None = None) -> 
 
 
 __all__ = [
-    "ACTIVE_STATES", "ATTEMPTS", "JOBS", "append_jsonl", "attempts", "checkpoint_step", "current_job", "is_active",
-    "is_finished", "job_state", "load_run_config", "log_files", "metrics", "read_jsonl", "record_attempt",
-    "record_job", "requeues_of", "run_status", "slurm_state", "stop_reason",
+    "ACTIVE_STATES", "ATTEMPTS", "JOBS", "attempts", "checkpoint_step", "current_job", "is_active",
+    "is_finished", "job_state", "load_run_config", "log_files", "metrics", "record_attempt",
+    "record_job", "attempt_records", "requeues_of", "retries_of", "run_status", "slurm_state", "stop_reason",
 ]

@@ -66,24 +66,33 @@ def container_binds(cfg: Config) -> list[str]:
     return [*binds, str(run_dir)]
 
 
-def python_command(cfg: Config) -> str:
+def python_command(cfg: Config, boot: bool = True) -> str:
     """The shell command that starts Python in each task: submitit's `python` option.
 
     `PYTHON -u -m launcher.boot`, which records a USR2 that comes before submitit's handlers and
-    then runs submitit's entry point. With a container image, PYTHON is
-    `singularity exec --nv --bind A --bind B IMAGE python`.
+    then runs submitit's entry point (`boot=False`: plain `PYTHON`). With a container image,
+    PYTHON is `singularity exec --nv --bind A --bind B IMAGE python`.
     """
-    boot = ["-u", "-m", "launcher.boot"]
+    boot_args = ["-u", "-m", "launcher.boot"] if boot else []
     image = cfg.container.image
     if not image:
-        return " ".join(shlex.quote(p) for p in [sys.executable, *boot])
+        return " ".join(shlex.quote(p) for p in [sys.executable, *boot_args])
     parts = [cfg.container.runtime, "exec"]
     if cfg.container.nv:
         parts.append("--nv")
     for bind in container_binds(cfg):
         parts += ["--bind", bind]
-    parts += [str(Path(image).expanduser()), "python", *boot]
+    parts += [str(Path(image).expanduser()), "python", *boot_args]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def teardown_lines(cfg: Config) -> list[str]:
+    """The sbatch lines after srun: keep srun's exit code, let `launcher.retry` decide, end with that code."""
+    return [
+        "srun_exit=$?",
+        f"{python_command(cfg, boot=False)} -m launcher.retry {shlex.quote(cfg.run_dir)} \"$SLURM_JOB_ID\" \"$srun_exit\" || true",
+        "exit $srun_exit",
+    ]
 
 
 def slurm_parameters(cfg: Config) -> dict[str, Any]:
@@ -98,6 +107,8 @@ def slurm_parameters(cfg: Config) -> dict[str, Any]:
         "time": s.time_min,
         "signal_delay_s": s.signal_delay_s,
         "srun_args": [KILL_ON_BAD_EXIT],
+        # after srun, in the batch shell (alive whichever rank died): retry a transient failure (launcher.retry)
+        "teardown": teardown_lines(cfg),
         # requeue-able even where the cluster's JobRequeue=0: preemption then requeues instead of cancelling
         "additional_parameters": {"requeue": True, **s.extra},
     }
@@ -127,7 +138,7 @@ def make_executor(cfg: Config) -> Any:
     `max_num_timeout` is `slurm.max_requeues`: submitit's own countdown of time-outs agrees with
     the launcher's cap on requeues (which also counts preemptions, see `launcher.task`).
     """
-    from submitit import LocalExecutor, SlurmExecutor
+    from launcher.submitit_api import LocalExecutor, SlurmExecutor
 
     folder = submitit_folder(cfg)
     if cfg.cluster == "slurm":
@@ -135,15 +146,15 @@ def make_executor(cfg: Config) -> Any:
         executor.update_parameters(**slurm_parameters(cfg))
         return executor
     if cfg.cluster == "local":
-        executor = LocalExecutor(folder, max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
-        executor.update_parameters(**local_parameters(cfg))
-        return executor
+        local = LocalExecutor(folder, max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
+        local.update_parameters(**local_parameters(cfg))
+        return local
     raise ConfigError("", "cluster", f"{cfg.cluster!r} runs in this process and has no executor")
 
 
 def render_sbatch(cfg: Config) -> str:
     """The sbatch script submitit would submit for this job (needs no SLURM installation)."""
-    from submitit import SlurmExecutor
+    from launcher.submitit_api import SlurmExecutor, sbatch_text
 
     class _Preview(SlurmExecutor):
         @classmethod
@@ -152,7 +163,7 @@ def render_sbatch(cfg: Config) -> str:
 
     executor = _Preview(submitit_folder(cfg), max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
     executor.update_parameters(**slurm_parameters(cfg))
-    return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
+    return sbatch_text(executor)
 
 
 def task_command(cfg: Config) -> str:

@@ -6,15 +6,17 @@ import contextlib
 import os
 import signal
 import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from launcher import logger, runs
-from launcher.spec import make_executor, preflight, prepare, submitit_folder
+from launcher.spec import make_executor, preflight, prepare, submitit_folder, world_size
 from launcher.task import Task
 from lit.config import Config, save_config, with_overrides
 from lit.configlib import ConfigError
+from lit.train.resume import schedule_changes
 
 KEEP_ENV = ("SLURM_CONF",)
 DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
@@ -104,9 +106,13 @@ def run_debug(cfg: Config, fresh: bool = True) -> int:
 
 def resume_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
     """The run's saved config with overrides; refuses while its job is queued or running."""
-    cfg = runs.load_run_config(run_dir)
-    if overrides:
-        cfg = with_overrides(cfg, overrides)
+    saved = runs.load_run_config(run_dir)
+    cfg = with_overrides(saved, overrides) if overrides else saved
+    changes = schedule_changes(saved, cfg, world_size(saved), world_size(cfg))
+    if changes and not cfg.train.allow_schedule_change and runs.checkpoint_step(run_dir):
+        raise ConfigError("command line", "train.allow_schedule_change",
+                          "these overrides change the schedule or the data order in the middle of the run: " + "; ".join(changes)
+                          + ". Drop them, or add train.allow_schedule_change=true to change it on purpose")
     job = runs.current_job(run_dir)
     state = runs.job_state(job)
     if job is not None and runs.is_active(state):
@@ -114,7 +120,7 @@ def resume_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
                           f"wait for it or `python -m launcher cancel {run_dir}` first")
     if runs.is_finished(runs.metrics(run_dir)) and not overrides:
         raise ConfigError(str(run_dir), "run_dir", "the run is finished; to train longer, resume with overrides "
-                          "such as train.epochs=N train.allow_length_change=true")
+                          "such as train.epochs=N train.allow_schedule_change=true")
     return cfg
 
 

@@ -26,14 +26,16 @@ import time
 from types import FrameType
 from typing import Any
 
-from submitit.core.job_environment import JobEnvironment, SignalHandler
-from submitit.helpers import Checkpointable, DelayedSubmission
-
 from launcher import boot, logger, runs
+from launcher.retry import record_failure
 from launcher.spec import PORT_RANGE, PreflightFailed, doctor_in_task
+from launcher.submitit_api import Checkpointable, DelayedSubmission, JobEnvironment, preempt_signal, submitit_handler_installed
+from lit import checkpoint
 from lit.config import Config
+from lit.configlib import ConfigError
 from lit.log import console, setup_logging
 from lit.train import signals
+from lit.train.resume import schedule_changes
 from lit.train.run import EXIT_OK, run
 
 TERM_WAIT_S = 900.0
@@ -94,14 +96,14 @@ class Task(Checkpointable):
             _scrub_slurm_env()
         os.environ.update(rendezvous_env(env, self.master_addr, self.master_port))
         setup_logging(rank=env.global_rank)
-        if env._usr_sig() in boot.EARLY:  # the signal came while the task was loading: stop before training
+        if preempt_signal(env) in boot.EARLY:  # the signal came while the task was loading: stop before training
             boot.EARLY.clear()
-            logger.warning("%s arrived before training started", env._usr_sig().name)
+            logger.warning("%s arrived before training started", preempt_signal(env).name)
             if env.global_rank == 0:
                 self._record_start(env)
                 self._requeue(env, runs.checkpoint_step(self.cfg.run_dir))
             return {"status": "stopped", "rank": env.global_rank, "step": runs.checkpoint_step(self.cfg.run_dir),
-                    "reason": f"{env._usr_sig().name} before training"}
+                    "reason": f"{preempt_signal(env).name} before training"}
         try:
             if env.global_rank == 0:
                 self._record_start(env)
@@ -109,8 +111,10 @@ class Task(Checkpointable):
                 self._doctor()
             signals.clear()
             code = run(self.cfg)
-        except BaseException:
-            self._quiet(env)  # a failing task is never requeued
+        except BaseException as err:
+            self._quiet(env)  # a failing task is never requeued by submitit (launcher.retry decides after srun)
+            if not isinstance(err, (SystemExit, KeyboardInterrupt)):
+                record_failure(self.cfg.run_dir, env.job_id, env.global_rank, err)
             raise
         reason = signals.reason()
         signals.clear()
@@ -130,7 +134,7 @@ class Task(Checkpointable):
             self._requeue(env, step)
         return result
 
-    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission | None:
+    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission | None:  # type: ignore[override]  # None: no requeue (submitit accepts it)
         """Called by submitit before a requeue: resubmit this task unchanged (all state is on disk).
 
         None (no requeue) once the run is finished.
@@ -144,14 +148,28 @@ class Task(Checkpointable):
 
     def _record_start(self, env: JobEnvironment) -> None:
         restart = os.environ.get("SLURM_RESTART_COUNT")
+        changes = self._schedule_changes(env.num_tasks)
+        extra = {"schedule_changes": changes, "schedule_change_allowed": self.cfg.train.allow_schedule_change} if changes else {}
         record = runs.record_attempt(self.cfg.run_dir, env.job_id, env.cluster, world_size=env.num_tasks,
-                                     slurm_restart=int(restart) if restart else None)
+                                     slurm_restart=int(restart) if restart else None, **extra)
         logger.info("attempt %d (job %s, requeue %d): starts at step %d; previous stop: %s", record["attempt"],
                     env.job_id, record["requeue"], record["start_step"], record["last_stop"])
         if record["requeue"] > self.cfg.slurm.max_requeues:
             raise RequeueLimitReached(
                 f"job {env.job_id} was requeued {record['requeue']} times, more than slurm.max_requeues="
                 f"{self.cfg.slurm.max_requeues}: stopping. Continue with `python -m launcher resume {self.cfg.run_dir}`")
+
+    def _schedule_changes(self, world: int) -> list[str]:
+        """How this attempt's config changes the schedule of the newest checkpoint (lit.train.resume checks it again)."""
+        files = checkpoint.list_checkpoints(self.cfg.run_dir)
+        if not files or not self.cfg.checkpoint.resume:
+            return []
+        try:
+            state = checkpoint.peek(files[-1])
+            saved = checkpoint.saved_config(files[-1], state)
+        except (checkpoint.Unreadable, ConfigError):
+            return []  # resume skips or refuses it and says why
+        return schedule_changes(saved, self.cfg, int(state.get("world_size", world)), world)
 
     def _doctor(self) -> None:
         from lit.doctor import ok, report, run_checks
@@ -170,9 +188,9 @@ class Task(Checkpointable):
                 f"stopped at step {step} with a checkpoint, but job {env.job_id} has used its {done} requeue(s) "
                 f"(slurm.max_requeues={self.cfg.slurm.max_requeues}): continue with "
                 f"`python -m launcher resume {self.cfg.run_dir}`")
-        sig = env._usr_sig()
-        handler = signal.getsignal(sig)
-        if not isinstance(getattr(handler, "__self__", None), SignalHandler):
+        sig = preempt_signal(env)
+        handler = submitit_handler_installed(sig)
+        if handler is None:
             raise RuntimeError(f"submitit's {sig.name} handler is not installed: run the task through submitit")
         signal.signal(sig, _ignore)  # one requeue only, even if the signal comes again
         logger.warning("checkpoint at step %d saved: requeuing job %s through submitit", step, env.job_id)
@@ -186,7 +204,7 @@ class Task(Checkpointable):
 
     @staticmethod
     def _quiet(env: JobEnvironment) -> None:
-        signal.signal(env._usr_sig(), _ignore)
+        signal.signal(preempt_signal(env), _ignore)
 
 
 __all__ = ["DoctorFailed", "RequeueLimitReached", "TERM_WAIT_S", "Task", "master_port", "rendezvous_env"]

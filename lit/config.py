@@ -10,13 +10,15 @@ configuration reference is generated from these, see `lit.configdoc`). Load with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import yaml
 
 from lit.configlib import ConfigError, apply_overrides, from_dict, read_yaml, to_dict
+from lit.io import atomic_write
 
 RECIPES = ("paper", "taxonomic", "scientific", "common", "mixed")
 # sbatch options the launcher sets itself → the config key to use instead (slurm.extra must not repeat them)
@@ -179,8 +181,8 @@ class TrainConfig:
     """Where to train: auto picks the rank's local GPU when there is one."""
     stop_at_step: int = 0
     """Stop with a checkpoint once this global step is reached, keeping the schedule (0: run to the end)."""
-    allow_length_change: bool = False
-    """Allow resuming with a different total step count (changes the schedule mid-run)."""
+    allow_schedule_change: bool = False
+    """Allow a resume that changes the schedule or data order (lr keys, warm-up, epochs, batch, accumulation, world size, seed, captions); recorded in attempts.jsonl."""
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -264,6 +266,8 @@ class SlurmConfig:
     """Seconds before the time limit at which SLURM sends USR2 so the run can checkpoint."""
     max_requeues: int = 10
     """Most automatic requeues (time limit or preemption) of one job before it stops; `resume` starts a new count."""
+    max_failures: int = 3
+    """Most automatic retries of one job after a transient failure (a rank killed, a collective timed out); 0: none."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further sbatch options, passed to submitit's slurm_additional_parameters."""
 
@@ -297,6 +301,7 @@ class SlurmConfig:
             f"{self.signal_delay_s} s is not shorter than the time limit ({self.time_min} min): the warning would come at the start",
         )
         _check(self.max_requeues >= 0, "max_requeues", f"must be >= 0, got {self.max_requeues}")
+        _check(self.max_failures >= 0, "max_failures", f"must be >= 0, got {self.max_failures}")
         for key in self.extra:
             flag = str(key).lstrip("-").replace("_", "-")
             _check(flag not in MANAGED_SBATCH, f"extra.{key}",
@@ -363,14 +368,27 @@ class Config:
             _check(not self.data.augment, "data.augment", "cached embeddings are made without augmentation: set data.augment=false")
 
 
+LEGACY_KEYS = {("train", "allow_length_change"): "allow_schedule_change"}
+"""Keys of earlier versions (in configs saved inside older checkpoints) → their name now."""
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Plain config data with keys renamed since read under their new name."""
+    for (section, old), new in LEGACY_KEYS.items():
+        part = data.get(section)
+        if isinstance(part, dict) and old in part:
+            data = {**data, section: {**{k: v for k, v in part.items() if k != old}, new: part[old]}}
+    return data
+
+
 def config_from_dict(data: dict[str, Any], source: str = "") -> Config:
     """Validate plain data into a Config."""
-    return from_dict(Config, data, source)
+    return from_dict(Config, migrate(data), source)
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load a job YAML (or the embedded defaults when `path` is None) and apply overrides."""
-    data = read_yaml(path) if path is not None else {}
+    data = migrate(read_yaml(path)) if path is not None else {}
     source = str(path) if path is not None else "defaults"
     if overrides:
         from_dict(Config, data, source)  # a mistake in the file is reported against the file
@@ -386,11 +404,7 @@ def dump_config(cfg: Config) -> str:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(dump_config(cfg))
-    tmp.replace(path)
+    atomic_write(path, dump_config(cfg))
 
 
 def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:

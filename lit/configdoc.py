@@ -63,7 +63,8 @@ def reference() -> str:
     out = ["### Top level", "", *lines]
     for name, section in sections:
         cls = type(section)
-        out += ["", f"### `{name}`: {cls.__doc__.strip().splitlines()[0]}", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        title = (cls.__doc__ or "").strip().splitlines()[0]  # dataclasses always have a docstring
+        out += ["", f"### `{name}`: {title}", "", "| key | default | meaning |", "| --- | --- | --- |"]
         for f in dataclasses.fields(section):
             out.append(f"| `{name}.{f.name}` | {_default(getattr(section, f.name))} | {docs[cls.__name__][f.name]} |")
     return "\n".join(out) + "\n"

@@ -24,7 +24,7 @@ class ConfigError(ValueError):
     """A config value a user must fix: names the source, the dotted key and the problem."""
 
     def __init__(self, source: str, key: str, message: str) -> None:
-        self.source, self.key = source, key
+        self.source, self.key, self.detail = source, key, message
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key or '<root>'}: {message}")
 
@@ -46,11 +46,12 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
+        cls = typing.cast("type[Any]", tp)  # an annotation: the dataclass itself, never an instance
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise ConfigError(source, key, f"expected a mapping for section {tp.__name__}, got {value!r}")
-        return from_dict(tp, value, source, key)
+            raise ConfigError(source, key, f"expected a mapping for section {cls.__name__}, got {value!r}")
+        return from_dict(cls, value, source, key)
     if origin is Literal:
         if value not in get_args(tp):
             raise ConfigError(source, key, f"{value!r} is not one of {_type_name(tp)}")

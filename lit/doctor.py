@@ -14,9 +14,10 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 from rich.markup import escape
 from rich.table import Table

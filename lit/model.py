@@ -13,9 +13,10 @@ import hashlib
 import importlib
 import json
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Protocol, cast
 
 import open_clip
 import torch
@@ -93,6 +94,31 @@ def _register(name: str, model_cfg: dict[str, Any]) -> str:
     return reg_name
 
 
+class OpenClipModel(Protocol):
+    """The part of open_clip's CLIP / CustomTextCLIP interface the project calls (open_clip ships no types)."""
+
+    logit_scale: nn.Parameter
+
+    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+    def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None: ...
+
+
+def clip_api(model: nn.Module) -> OpenClipModel:
+    """`model` typed as the open_clip model it is (no check, no copy): nn.Module types its attributes `Tensor | Module`."""
+    return cast(OpenClipModel, model)
+
+
+def submodule(model: nn.Module, name: str) -> nn.Module:
+    """The child module `model.<name>` (e.g. "visual"), typed; TypeError when that attribute is not a module."""
+    child = getattr(model, name)
+    if not isinstance(child, nn.Module):
+        raise TypeError(f"{type(model).__name__}.{name} is a {type(child).__name__}, not a module")
+    return child
+
+
 @dataclass
 class BuiltModel:
     """A model with everything that goes with it."""
@@ -157,15 +183,16 @@ def lock_image_tower(model: nn.Module, unlocked_groups: int, freeze_bn_stats: bo
     BatchNormAct2d into a plain norm and silently drops its activation (EfficientNet's ReLU6):
     the frozen tower then computes something else. timm's own freeze keeps the activation.
     """
-    trunk = getattr(model.visual, "trunk", None)
+    visual = submodule(model, "visual")
+    trunk: Any = getattr(visual, "trunk", None)  # a timm model (no type information) or None
     timm_trunk = trunk is not None and hasattr(trunk, "group_matcher")
-    model.lock_image_tower(unlocked_groups=unlocked_groups, freeze_bn_stats=freeze_bn_stats and not timm_trunk)
+    clip_api(model).lock_image_tower(unlocked_groups=unlocked_groups, freeze_bn_stats=freeze_bn_stats and not timm_trunk)
     if timm_trunk and freeze_bn_stats:
         from timm.layers import freeze_batch_norm_2d
         from timm.models import group_modules
 
         if unlocked_groups == 0:
-            model.visual.trunk = freeze_batch_norm_2d(trunk)
+            visual.trunk = freeze_batch_norm_2d(trunk)
         else:
             groups = group_modules(trunk, trunk.group_matcher(), reverse=True)
             last_locked = max(groups.values()) - unlocked_groups
@@ -175,7 +202,7 @@ def lock_image_tower(model: nn.Module, unlocked_groups: int, freeze_bn_stats: bo
                     holder = trunk.get_submodule(parent) if parent else trunk
                     setattr(holder, child, freeze_batch_norm_2d(getattr(holder, child)))
     if unlocked_groups == 0:
-        for p in model.visual.parameters():  # open_clip's timm lock leaves the head trainable
+        for p in visual.parameters():  # open_clip's timm lock leaves the head trainable
             p.requires_grad_(False)
 
 
@@ -191,7 +218,8 @@ def load_image_tower(model: nn.Module, path: str) -> None:
     source = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(source, dict) and "state_dict" in source:
         source = source["state_dict"]
-    target_module = getattr(model.visual, "trunk", model.visual)
+    visual = submodule(model, "visual")
+    target_module: nn.Module = getattr(visual, "trunk", visual)
     target = target_module.state_dict()
     if set(source) >= set(target):
         target_module.load_state_dict({k: source[k] for k in target}, strict=True)
@@ -211,13 +239,13 @@ def load_image_tower(model: nn.Module, path: str) -> None:
 
 def image_tower_locked(model: nn.Module) -> bool:
     """True when no parameter of the image tower is trainable."""
-    return not any(p.requires_grad for p in model.visual.parameters())
+    return not any(p.requires_grad for p in submodule(model, "visual").parameters())
 
 
 def fingerprint(model: nn.Module, preprocess_val: Any) -> str:
     """sha256 of the image tower's weights and buffers plus the eval preprocessing: identifies a cache."""
     h = hashlib.sha256()
-    for k, v in sorted(model.visual.state_dict().items()):
+    for k, v in sorted(submodule(model, "visual").state_dict().items()):
         h.update(k.encode())
         t = torch.empty_like(v, device="cpu", memory_format=torch.contiguous_format).copy_(v.detach())  # layout-free bytes
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
@@ -232,11 +260,12 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 def describe(model: nn.Module) -> dict[str, int]:
     """Parameter counts of both towers (the text side includes everything outside `visual`)."""
-    visual = count_parameters(model.visual)
+    tower = submodule(model, "visual")
+    visual = count_parameters(tower)
     total = count_parameters(model)
     return {
         "image_params": visual,
-        "image_trainable": count_parameters(model.visual, trainable_only=True),
+        "image_trainable": count_parameters(tower, trainable_only=True),
         "text_params": total - visual,
         "trainable": count_parameters(model, trainable_only=True),
     }
@@ -272,7 +301,7 @@ def causal_mask_for(model: nn.Module, length: int) -> Iterator[None]:
     """
     text = getattr(model, "text", None)
     full = getattr(text, "attn_mask", None)
-    if full is None or full.shape[-1] == length:
+    if text is None or full is None or full.shape[-1] == length:  # no text tower: no mask either
         yield
         return
     text.attn_mask = full[:length, :length]

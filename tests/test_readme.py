@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lit.configdoc import field_docs, splice
 from lit import config
+from lit.configdoc import field_docs, splice
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -12,8 +12,9 @@ import hashlib
 import itertools
 import statistics
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -160,12 +161,14 @@ def score_columns(
         keys: list[tuple[str, ...]] = []
         sizes: list[int] = []
         for row in cells:
-            kept, seen, size = [], set(), prefix_len
+            kept: list[str] = []
+            folds: set[str] = set()
+            size = prefix_len
             for i in subset:
                 text, fold, n = row[i]
-                if text and fold not in seen:
+                if text and fold not in folds:
                     kept.append(text)
-                    seen.add(fold)
+                    folds.add(fold)
                     size += n
             keys.append(tuple(kept))
             sizes.append(size)

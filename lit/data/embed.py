@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,13 @@ import torch
 import webdataset as wds
 from rich.progress import Progress
 
+from lit import dist
 from lit.config import Config
-from lit.data.folders import ShardFolder, open_folder
-from lit.log import console, logger
-from lit.model import build_model, fingerprint, image_tower_locked
 from lit.configlib import ConfigError
-from lit.train import dist
+from lit.data.folders import ShardFolder, open_folder
+from lit.io import atomic_file, write_json
+from lit.log import console, logger
+from lit.model import build_model, clip_api, fingerprint, image_tower_locked
 
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -41,18 +41,17 @@ def _sha256(path: Path) -> str:
 def _embed_shard(model: torch.nn.Module, preprocess: Any, url: str, out: Path, batch_size: int,
                  device: torch.device, dtype: Any) -> dict[str, Any]:
     """Embed every sample of one shard into `out` (atomically); returns its manifest entry."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     pipeline = wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples(), wds.decode("pil"))
     count, bad = 0, []
 
     def flush(batch: list[dict[str, Any]], writer: wds.TarWriter) -> None:
         images = torch.stack([preprocess(s["jpg"]) for s in batch]).to(device)
         with torch.no_grad():
-            feats = model.encode_image(images, normalize=False).float().cpu().numpy().astype(dtype)
+            feats = clip_api(model).encode_image(images, normalize=False).float().cpu().numpy().astype(dtype)
         for s, f in zip(batch, feats):
             writer.write({"__key__": s["__key__"], "npy": f, "txt": s["txt"], "cls": int(s["cls"]), "json": s["json"]})
 
-    with open(tmp, "wb") as stream:
+    with atomic_file(out) as stream:
         writer = wds.TarWriter(stream, encoder=True, mtime=0.0)
         batch: list[dict[str, Any]] = []
         for sample in pipeline:
@@ -67,7 +66,6 @@ def _embed_shard(model: torch.nn.Module, preprocess: Any, url: str, out: Path, b
         if batch:
             flush(batch, writer)
         writer.close()
-    os.replace(tmp, out)
     return {"name": out.name, "samples": count, "sha256": _sha256(out), "source": Path(url).name, "skipped": bad}
 
 
@@ -135,8 +133,6 @@ def _write_manifest(out: Path, folder: ShardFolder, tower_fp: str, dtype: str, c
     }
     if folder.categories_file.is_file():
         shutil.copyfile(folder.categories_file, out / "categories.json")
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / "manifest.json")
+    write_json(out / "manifest.json", manifest)
     logger.info("embedded %d samples into %d shards in %s (%s)", manifest["total_samples"], len(entries), out, dtype)
     return manifest

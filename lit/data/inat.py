@@ -11,10 +11,11 @@ import csv
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 SPLITS = ("train", "train_mini", "val", "public_test")

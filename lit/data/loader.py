@@ -12,10 +12,11 @@ from __future__ import annotations
 import itertools
 import random
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,7 +102,7 @@ class Stream:
 class ToTuple:
     """Decoded sample → (image or embedding, tokens, category id, key). A class, so spawn can pickle it."""
 
-    stream: "Stream"
+    stream: Stream
     epoch: int
     augment_seeded: bool
 
@@ -110,6 +111,8 @@ class ToTuple:
         stream = self.stream
         if stream.cached:
             image = torch.from_numpy(np.asarray(sample["npy"]))
+        elif stream.preprocess is None:
+            raise TypeError("a stream of raw images (cached=False) needs a preprocess")
         elif self.augment_seeded:
             # Per-sample augmentation seed: identical whatever came before (exact resume).
             with torch.random.fork_rng(devices=[]):

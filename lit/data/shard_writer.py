@@ -10,18 +10,19 @@ with its reason, never hidden.
 from __future__ import annotations
 
 import io
-import json
 import multiprocessing as mp
 import os
 import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from queue import Empty
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 from PIL import Image
 from rich.progress import Progress
 
 from lit.data.tario import FastTarWriter, HashingFile, file_sha256
+from lit.io import atomic_file, write_json
 
 MTIME = 0  # every member's mtime: a re-run must give the same bytes
 EOI_WINDOW = 64  # a JPEG's end-of-image marker must lie this close to the end of the file
@@ -45,7 +46,7 @@ class Sample(NamedTuple):
 class ShardTask(NamedTuple):
     """One shard to write (or keep): its samples and the completion record of an earlier write."""
 
-    index: int
+    position: int  # in the plan (a field named index would shadow tuple.index)
     name: str
     out_dir: str
     samples: tuple[Sample, ...]
@@ -110,9 +111,8 @@ def write_shard(task: ShardTask, report: Callable[[int], None]) -> dict[str, Any
     if done and done.get("fingerprint") == task.fingerprint and path.is_file() and file_sha256(path) == done.get("sha256"):
         report(len(task.samples))
         return {**done, "kept": True}
-    tmp = out / f"{task.name}.tmp"
     skipped, count = [], 0
-    with tmp.open("wb") as f:
+    with atomic_file(path) as f:
         sink = HashingFile(f)
         writer = FastTarWriter(sink, user="lit", group="lit", mode=0o444, mtime=MTIME, encoder=False)
         for i, s in enumerate(task.samples, 1):
@@ -128,11 +128,10 @@ def write_shard(task: ShardTask, report: Callable[[int], None]) -> dict[str, Any
             if i % 64 == 0:
                 report(64)
         writer.close()
-    os.replace(tmp, path)
     record = {"name": task.name, "samples": count, "bytes": sink.size, "sha256": sink.sha.hexdigest(),
               "fingerprint": task.fingerprint, "skipped": skipped}
     (out / ".progress").mkdir(exist_ok=True)
-    write_json_atomic(out / ".progress" / f"{task.name}.json", record)
+    write_json(out / ".progress" / f"{task.name}.json", record)
     report(len(task.samples) % 64)
     return {**record, "kept": False}
 
@@ -141,9 +140,9 @@ def _serve(tasks: Any, results: Any) -> None:
     """A worker process: write the shards handed out on `tasks` until None; report on `results`."""
     while (task := tasks.get()) is not None:
         try:
-            results.put(("done", task.index, write_shard(task, lambda n: results.put(("progress", n, None)))))
+            results.put(("done", task.position, write_shard(task, lambda n: results.put(("progress", n, None)))))
         except BaseException:
-            results.put(("error", task.index, traceback.format_exc()))
+            results.put(("error", task.position, traceback.format_exc()))
             raise
 
 
@@ -160,7 +159,9 @@ class ShardWriters:
         if workers > 1:
             ctx = mp.get_context(start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn"))
             self.tasks, self.results = ctx.Queue(), ctx.Queue()
-            self.procs = [ctx.Process(target=_serve, args=(self.tasks, self.results), daemon=True) for _ in range(workers)]
+            # get_context(str) returns a concrete context (fork, spawn, forkserver); typeshed types it BaseContext, which has no Process.
+            process = ctx.Process  # type: ignore[attr-defined]
+            self.procs = [process(target=_serve, args=(self.tasks, self.results), daemon=True) for _ in range(workers)]
             for p in self.procs:
                 p.start()
 
@@ -218,10 +219,4 @@ class ShardWriters:
                     return
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-__all__ = ["Sample", "ShardTask", "ShardWriters", "check_image", "read_file", "write_json_atomic", "write_shard"]
+__all__ = ["Sample", "ShardTask", "ShardWriters", "check_image", "read_file", "write_shard"]

@@ -19,17 +19,19 @@ import stat
 import tarfile
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lit.config import CaptionConfig, ShardConfig
 from lit.data.captions import CaptionMaker, caption
 from lit.data.inat import DatasetError, Split, load_split
-from lit.data.shard_writer import Sample, ShardTask, ShardWriters, write_json_atomic
+from lit.data.shard_writer import Sample, ShardTask, ShardWriters
+from lit.io import write_json
 from lit.log import console, logger
 
 FORMAT = "lit-shards/1"
@@ -90,7 +92,7 @@ def plan(split: Split, shard_cfg: ShardConfig, caption_cfg: CaptionConfig, skipp
                 if text is None:
                     text = texts[img.category_id, recipe] = caption(
                         split.category_by_id[img.category_id], recipe, caption_cfg.prefix).encode()
-                head = '{"image_id": %d, "file_name": %s, "category_id": %d, "recipe": "%s", ' % (
+                head = '{"image_id": %d, "file_name": %s, "category_id": %d, "recipe": "%s", ' % (  # noqa: UP031 (per-image hot path)
                     img.id, quote(img.file_name), img.category_id, recipe)
                 sample = Sample(key, path, text, img.category_id, head.encode() + tails[img.category_id], st.st_size,
                                 st.st_mtime_ns, img.id, img.file_name)
@@ -147,9 +149,10 @@ def _build(data: Split, out: Path, shard_cfg: ShardConfig, caption_cfg: CaptionC
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous_records(out)
     (out / "manifest.json").unlink(missing_ok=True)  # a manifest always describes a finished build
-    ours = re.compile(rf"^{re.escape(data.name)}-(\d{{6}})\.tar(\.tmp)?$")
-    for p in out.iterdir():  # partial writes of an earlier run
-        if ours.match(p.name) and p.suffix == ".tmp":
+    ours = re.compile(rf"^{re.escape(data.name)}-(\d{{6}})\.tar$")
+    partial = re.compile(rf"^\.{re.escape(data.name)}-(\d{{6}})\.tar\.tmp-\d+$")
+    for p in out.iterdir():  # partial writes of an earlier run (lit.io.atomic_file's temporary names)
+        if partial.match(p.name):
             p.unlink()
     settings = json.dumps({"format": FORMAT, "source_sha256": data.source_sha256, "resize": shard_cfg.resize}).encode()
     skipped: list[dict[str, Any]] = []
@@ -176,8 +179,8 @@ def _build(data: Split, out: Path, shard_cfg: ShardConfig, caption_cfg: CaptionC
         if m and int(m.group(1)) >= len(records):
             p.unlink()
     manifest = _manifest(data, shard_cfg, caption_cfg, records, skipped, classes)
-    write_json_atomic(out / "categories.json", [c.to_json() for c in data.categories])
-    write_json_atomic(out / "manifest.json", manifest)
+    write_json(out / "categories.json", [c.to_json() for c in data.categories])
+    write_json(out / "manifest.json", manifest)
     for p in sorted((out / ".progress").glob("*")):  # the manifest now holds every completion record
         p.unlink()
     if (out / ".progress").is_dir():

@@ -55,6 +55,7 @@ class FastTarFile(tarfile.TarFile):
 
     headers = Headers()
     zeros = bytes(tarfile.BLOCKSIZE)
+    members: list[tarfile.TarInfo]  # set by TarFile.__init__; typeshed leaves it out
 
     def addfile(self, tarinfo: tarfile.TarInfo, fileobj: Any = None) -> None:
         header = self.headers(tarinfo)
@@ -73,6 +74,8 @@ class FastTarWriter(TarWriter):
     write (one hash update, one system call); anything else takes webdataset's own path.
     The archive bytes are the same.
     """
+
+    tarstream: FastTarFile  # once __init__ has replaced webdataset's stream
 
     def __init__(self, fileobj: Any, **kw: Any) -> None:
         super().__init__(fileobj, **kw)

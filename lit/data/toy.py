@@ -14,9 +14,10 @@ import io
 import json
 import math
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
@@ -147,6 +148,7 @@ def draw_image(style: ClassStyle, rng: np.random.Generator, width: int, height: 
     period = side * rng.uniform(0.07, 0.1)
     u = (x * math.cos(angle) + y * math.sin(angle)) / period
     v = (y * math.cos(angle) - x * math.sin(angle)) / period
+    pattern: np.ndarray  # float32 for the textures, float64 for the gradient
     if style.texture == "stripes":
         pattern = (np.floor(u).astype(np.int32) & 1).astype(np.float32)
     elif style.texture == "checker":
@@ -269,8 +271,8 @@ def write_toy_inat(
                 on_image()
         docs[split] = (images, None if split == "public_test" else labels)
     docs["train_mini"] = mini
-    for split, (images, labels) in docs.items():
-        (out / f"{split}.json").write_text(json.dumps(_document(categories, images, labels)))
+    for split, (split_images, split_labels) in docs.items():
+        (out / f"{split}.json").write_text(json.dumps(_document(categories, split_images, split_labels)))
     return out
 
 

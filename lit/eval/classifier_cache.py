@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from lit.data.inat import Category
 from lit.eval.templates import TemplateSet
+from lit.io import atomic_write
 from lit.log import logger
-from lit.train.checkpoint import atomic_write
 
 FORMAT = 1
 KEEP = 4

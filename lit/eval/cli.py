@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lit import dist
     from lit.eval.report import print_report
     from lit.eval.runner import evaluate_checkpoint
     from lit.eval.templates import parse_template_list
-    from lit.train import dist
 
     templates = parse_template_list(args.templates) if args.templates else None
     result, out = evaluate_checkpoint(

@@ -29,14 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lit import dist
+    from lit.checkpoint import model_from_checkpoint, resolve_checkpoint
     from lit.configlib import ConfigError
     from lit.eval.classifier_cache import cache_dir, classifier_key, load_or_build
     from lit.eval.predict import predict, print_predictions, read_categories
     from lit.eval.runner import load_categories, val_folder
     from lit.eval.templates import parse_template_list, resolve_templates
     from lit.eval.zeroshot import build_classifier
-    from lit.train import dist
-    from lit.train.export import model_from_checkpoint, resolve_checkpoint
 
     if args.top < 1:
         raise ConfigError("", "--top", f"must be >= 1, got {args.top}")

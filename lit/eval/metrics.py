@@ -14,14 +14,15 @@ reduces with `all_reduce_sum` alone. Accuracies in the summary are percentages, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as tdist
 
+from lit import dist
 from lit.data.inat import RANKS, Category
-from lit.train import dist
 
 TOP_K = 5
 

@@ -7,9 +7,10 @@ whole lineage, as in the metrics), so genus probabilities sum to one like specie
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,9 @@ from rich.table import Table
 from lit.configlib import ConfigError
 from lit.data.inat import RANKS, Category, DatasetError, load_categories_csv, load_categories_json
 from lit.eval.metrics import Taxonomy
+
+if TYPE_CHECKING:  # lit.model imports open_clip and transformers: not at run time here
+    from lit.model import OpenClipModel
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,9 @@ def load_images(paths: Sequence[str | Path], preprocess: Callable[[Any], torch.T
 @torch.no_grad()
 def class_probabilities(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """Softmax over classes of logit_scale x cosine(image, class) → [N, C]."""
-    feats = F.normalize(model.encode_image(images.to(classifier.device)).float(), dim=-1)
-    return (model.logit_scale.exp().float() * feats @ classifier.T).softmax(dim=-1)
+    clip = cast("OpenClipModel", model)  # lit.model.clip_api, without importing it
+    feats = F.normalize(clip.encode_image(images.to(classifier.device)).float(), dim=-1)
+    return (clip.logit_scale.exp().float() * feats @ classifier.T).softmax(dim=-1)
 
 
 def rank_probabilities(probs: torch.Tensor, taxonomy: Taxonomy, rank: str) -> torch.Tensor:

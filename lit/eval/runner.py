@@ -21,16 +21,17 @@ own `type` and `step`: so the checkpoint's step lives under "checkpoint", not at
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lit import checkpoint as ckpt_files
+from lit import dist
 from lit.config import Config, config_from_dict
 from lit.configlib import ConfigError, to_dict
 from lit.data.folders import ShardFolder, open_folder
@@ -40,10 +41,9 @@ from lit.eval.metrics import Counts, Taxonomy, label_lookup, summarize, to_class
 from lit.eval.paper import paper_table
 from lit.eval.templates import resolve_templates
 from lit.eval.zeroshot import build_classifier
+from lit.io import write_json
 from lit.log import console, logger
-from lit.model import BuiltModel, fingerprint
-from lit.train import checkpoint as ckpt_files
-from lit.train import dist
+from lit.model import BuiltModel, clip_api, fingerprint
 
 AMP = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
 
@@ -105,7 +105,7 @@ def image_features(model: torch.nn.Module, images: torch.Tensor, cached: bool, p
         return F.normalize(images.float(), dim=-1)
     amp = AMP.get(precision) if images.device.type == "cuda" else None
     with torch.autocast(images.device.type, dtype=amp) if amp else contextlib.nullcontext():
-        return F.normalize(model.encode_image(images).float(), dim=-1)
+        return F.normalize(clip_api(model).encode_image(images).float(), dim=-1)
 
 
 @torch.no_grad()
@@ -196,9 +196,7 @@ def write_outputs(result: dict[str, Any], out_dir: Path) -> Path:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_json(path, result)
     accuracy_plot(result, out_dir / "plots" / "accuracy.png")
     logger.info("results → %s, plot → %s", path, out_dir / "plots" / "accuracy.png")
     return path
@@ -236,7 +234,7 @@ def evaluate_checkpoint(
     device: str = "auto", progress: bool = True,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint (file or run directory) on every rank; returns (results, output folder)."""
-    from lit.train.export import model_from_checkpoint, resolve_checkpoint
+    from lit.checkpoint import model_from_checkpoint, resolve_checkpoint
 
     info = dist.resolve()
     dev = dist.pick_device(info, device)

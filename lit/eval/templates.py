@@ -18,9 +18,9 @@ is the class's training caption, which has no "{}" slot. Sets:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from open_clip import OPENAI_IMAGENET_TEMPLATES
 

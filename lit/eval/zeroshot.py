@@ -13,7 +13,7 @@ so 80 `openai` templates do not drown the single `paper` caption.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as tdist
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from open_clip import build_zero_shot_classifier
 from torch import nn
 
+from lit import dist
 from lit.data.inat import Category
 from lit.eval.templates import TemplateSet
-from lit.model import causal_mask_for, pad_id, trim_supported, trim_tokens
-from lit.train import dist
+from lit.model import causal_mask_for, clip_api, pad_id, trim_supported, trim_tokens
 
 CLASS_BLOCK = 256
 TEXT_BATCH = 512
@@ -50,7 +50,7 @@ class TrimmedText(nn.Module):
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         with causal_mask_for(self.model, tokens.shape[1]):
-            return self.model.encode_text(tokens, normalize=normalize).float()
+            return clip_api(self.model).encode_text(tokens, normalize=normalize).float()
 
 
 def class_blocks(num_classes: int, block: int = CLASS_BLOCK) -> list[range]:
@@ -76,7 +76,7 @@ def build_classifier(
     The model should be in eval mode.
     """
     if world > 1 and not tdist.is_initialized():
-        raise RuntimeError("build_classifier with world > 1 needs an initialized process group (lit.train.dist.init)")
+        raise RuntimeError("build_classifier with world > 1 needs an initialized process group (lit.dist.init)")
     if not categories or not sets:
         raise ValueError("build_classifier needs at least one category and one template set")
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -92,7 +92,7 @@ def build_classifier(
             per_forward = max(1, text_batch // len(tset.templates))
             # open_clip accepts callables as templates; ours take the whole Category, not a name.
             per_set.append(build_zero_shot_classifier(
-                text, text.tokenize, classes, list(tset.templates),  # type: ignore[arg-type]
+                text, text.tokenize, classes, list(tset.templates),
                 num_classes_per_batch=per_forward, device=device,
             ).T)  # [classes, dim]
         summed = torch.stack(per_set).sum(dim=0)

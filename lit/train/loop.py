@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -14,9 +14,9 @@ from open_clip import ClipLoss
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lit import dist
 from lit.config import Config
-from lit.model import BuiltModel, causal_mask_for, image_tower_locked, pad_id, trim_supported, trim_tokens
-from lit.train import dist
+from lit.model import BuiltModel, causal_mask_for, clip_api, image_tower_locked, pad_id, submodule, trim_supported, trim_tokens
 from lit.train.optim import lr_at, make_optimizer, set_lr
 
 LOGIT_SCALE_MAX = math.log(100.0)
@@ -39,15 +39,16 @@ class LiTForward(nn.Module):
             image_features = F.normalize(images.float(), dim=-1)
         else:
             with torch.no_grad() if self.frozen_tower else contextlib.nullcontext():
-                image_features = self.model.encode_image(images, normalize=True)
+                image_features = clip_api(self.model).encode_image(images, normalize=True)
         with causal_mask_for(self.model, tokens.shape[1]):
-            text_features = self.model.encode_text(tokens, normalize=True)
-        return image_features, text_features, self.model.logit_scale.exp()
+            text_features = clip_api(self.model).encode_text(tokens, normalize=True)
+        return image_features, text_features, clip_api(self.model).logit_scale.exp()
 
 
 def rng_state() -> dict[str, Any]:
     """This process's RNG states in a form `torch.load(weights_only=True)` accepts."""
-    np_state = np.random.get_state()
+    # The legacy tuple of the global MT19937 (legacy=True is the default; numpy's stub types that call as the dict form).
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
@@ -97,7 +98,7 @@ class Trainer:
     def train_mode(self) -> None:
         self.model.train()
         if image_tower_locked(self.model):
-            self.model.visual.eval()  # a frozen tower also keeps dropout and batch-norm statistics fixed
+            submodule(self.model, "visual").eval()  # a frozen tower also keeps dropout and batch-norm statistics fixed
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -118,7 +119,7 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             images = batch["images"].to(self.device, non_blocking=True)
             tokens = self.prepare_tokens(batch["tokens"]).to(self.device, non_blocking=True)
-            sync = contextlib.nullcontext()
+            sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
             if i < n - 1 and isinstance(self.forward_module, DistributedDataParallel):
                 sync = self.forward_module.no_sync()
             with sync:
@@ -135,10 +136,11 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         with torch.no_grad():
-            self.model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+            clip_api(self.model).logit_scale.clamp_(0, LOGIT_SCALE_MAX)
         self.step += 1
         self.samples_seen += sum(len(b["labels"]) for b in micro_batches) * self.info.world_size
-        return {"loss": total_loss, "lr": lr, "logit_scale": float(self.model.logit_scale.detach().exp()), "grad_norm": grad_norm}
+        logit_scale = float(clip_api(self.model).logit_scale.detach().exp())
+        return {"loss": total_loss, "lr": lr, "logit_scale": logit_scale, "grad_norm": grad_norm}
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Model tensors minus the frozen image tower (identified by fingerprint instead)."""

@@ -17,7 +17,8 @@ def no_decay(name: str, param: nn.Parameter) -> bool:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups over trainable parameters: with and without weight decay."""
-    decay, keep = [], []
+    decay: list[nn.Parameter] = []
+    keep: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -24,7 +24,7 @@ class TrainProgress:
         self._plain = enabled and not console.is_terminal
         self._last_plain = start_step
 
-    def __enter__(self) -> "TrainProgress":
+    def __enter__(self) -> TrainProgress:
         self.progress.__enter__()
         return self
 

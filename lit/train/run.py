@@ -8,29 +8,35 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
+
+from lit import checkpoint, dist
+from lit.checkpoint import CheckpointError
 from lit.config import Config, dump_config, save_config
 from lit.configlib import ConfigError
 from lit.data.folders import ShardFolder, open_folder
 from lit.data.loader import Stream, batch_counts, check_shard_count, make_loader, train_pipeline
+from lit.io import read_jsonl
 from lit.log import logger, setup_logging
 from lit.model import BuiltModel, build_model, describe, fingerprint
-from lit.train import checkpoint, dist, signals
+from lit.train import signals
 from lit.train.loop import Trainer, rng_state, set_rng_state
-from lit.train.metrics import MetricsWriter, read_metrics
+from lit.train.metrics_log import MetricsWriter
 from lit.train.optim import lr_at
 from lit.train.progress import TrainProgress
+from lit.train.resume import agree_on_checkpoint, check_schedule
 
 EXIT_OK = 0
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """How samples map onto steps and epochs."""
+class StepPlan:
+    """How samples map onto optimizer steps and epochs (the learning-rate shape is `lit.train.optim.lr_at`)."""
 
     samples_per_epoch: int
     global_batch: int
@@ -48,13 +54,13 @@ def training_folder(cfg: Config) -> ShardFolder:
     return open_folder(cfg.data.train_shards, "data.train_shards", "lit shards")
 
 
-def make_schedule(cfg: Config, folder: ShardFolder, world: int) -> Schedule:
+def plan_steps(cfg: Config, folder: ShardFolder, world: int) -> StepPlan:
     samples = cfg.data.samples_per_epoch or folder.samples
     global_batch = cfg.data.batch_size * world * cfg.train.accum_steps
     steps = samples // global_batch
     if steps < 1:
         raise ConfigError("", "data.batch_size", f"one step takes {global_batch} samples (batch_size x world x accum_steps) but an epoch has {samples}")
-    return Schedule(samples, global_batch, steps, cfg.train.epochs)
+    return StepPlan(samples, global_batch, steps, cfg.train.epochs)
 
 
 def check_cache(cfg: Config, folder: ShardFolder, tower_fingerprint: str) -> None:
@@ -87,35 +93,34 @@ def epoch_batches(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dis
     return batches
 
 
-def resume_state(cfg: Config, trainer: Trainer, tower_fp: str, info: dist.DistInfo) -> tuple[int, str]:
-    """Load the newest checkpoint into the trainer; returns (step, file name) or (0, "")."""
+def resume_state(cfg: Config, trainer: Trainer, tower_fp: str, info: dist.DistInfo) -> tuple[int, str, list[str]]:
+    """Load the checkpoint all ranks agree on into the trainer: (step, file name, schedule changes); (0, "", []) if new."""
     if not cfg.checkpoint.resume:
-        return 0, ""
-    found = checkpoint.load_latest(cfg.run_dir)
+        return 0, "", []
+    found = agree_on_checkpoint(cfg.run_dir, info)
     if found is None:
-        return 0, ""
+        return 0, "", []
     path, state = found
+    changes = check_schedule(path, state, cfg, info.world_size, trainer.total_steps)
     if state["tower_fingerprint"] != tower_fp:
-        raise ConfigError("", "model", f"{path} was trained on another frozen image tower (fingerprint differs): use a new run_dir")
-    if state["total_steps"] != trainer.total_steps and not cfg.train.allow_length_change:
-        raise ConfigError(
-            "", "train.epochs",
-            f"{path} belongs to a run of {state['total_steps']} steps, this config makes {trainer.total_steps}: "
-            "the schedule would change mid-run. Restore the original length or set train.allow_length_change=true",
+        raise CheckpointError(
+            path, f"trained on another frozen image tower (fingerprint {str(state['tower_fingerprint'])[:12]}, "
+            f"this config's model gives {tower_fp[:12]})",
+            "Restore the model settings and weight files the run started with (model.*), or use a new run_dir",
         )
-    trainer.load_state_dict(state)
+    try:
+        trainer.load_state_dict(state)
+    except (ValueError, RuntimeError) as err:  # missing/unexpected keys; tensors of another shape
+        raise CheckpointError(path, f"holds another model than this config builds ({err})",
+                              "Restore the run's model settings (model.*), or use a new run_dir") from err
     rngs = state["rng"]
     set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
-    return trainer.step, path.name
+    return trainer.step, path.name, changes
 
 
 def save_checkpoint(cfg: Config, trainer: Trainer, tower_fp: str, info: dist.DistInfo, epoch: int) -> None:
     """Gather every rank's RNG state; rank 0 writes the file atomically."""
-    state = rng_state()
-    states = [state]
-    if info.distributed:
-        states = [None] * info.world_size
-        torch.distributed.all_gather_object(states, state)
+    states = dist.gather_objects(rng_state())
     if info.is_main:
         payload = trainer.state_dict()
         payload.update(epoch=epoch, rng=states, tower_fingerprint=tower_fp, config=dump_config(cfg), world_size=info.world_size)
@@ -142,7 +147,7 @@ def _run(cfg: Config, info: dist.DistInfo, device: torch.device) -> int:
         save_config(cfg, run_dir / "config.yaml")
     folder = training_folder(cfg)
     check_shard_count(len(folder.urls), cfg.data.workers, info.world_size, folder.path)
-    sched = make_schedule(cfg, folder, info.world_size)
+    plan = plan_steps(cfg, folder, info.world_size)
     built = build_model(cfg.model, device, seed=cfg.train.seed)
     tower_fp = fingerprint(built.model, built.preprocess_val)
     if cfg.data.image_source == "cached":
@@ -153,31 +158,31 @@ def _run(cfg: Config, info: dist.DistInfo, device: torch.device) -> int:
         cfg.model.name, counts["image_params"] / 1e6, "frozen" if counts["image_trainable"] == 0 else "partly trainable",
         counts["text_params"] / 1e6, counts["trainable"] / 1e6, info.world_size, info.source, device,
     )
-    trainer = Trainer(cfg, built, info, device, sched.total_steps)
-    start_step, resumed_from = resume_state(cfg, trainer, tower_fp, info)
+    trainer = Trainer(cfg, built, info, device, plan.total_steps)
+    start_step, resumed_from, changes = resume_state(cfg, trainer, tower_fp, info)
     metrics = MetricsWriter(run_dir, enabled=info.is_main, tensorboard=cfg.train.tensorboard)
     metrics.write("start", start_step, resumed_from=resumed_from, world_size=info.world_size,
-                  total_steps=sched.total_steps, steps_per_epoch=sched.steps_per_epoch, **counts)
+                  total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch, schedule_changes=changes, **counts)
     if resumed_from:
-        logger.info("resumed from %s at step %d of %d", resumed_from, start_step, sched.total_steps)
+        logger.info("resumed from %s at step %d of %d", resumed_from, start_step, plan.total_steps)
     previous = signals.install()
     try:
-        return _loop(cfg, built, folder, info, trainer, sched, metrics, tower_fp)
+        return _loop(cfg, built, folder, info, trainer, plan, metrics, tower_fp)
     finally:
         signals.restore(previous)
         metrics.close()
 
 
 def _loop(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistInfo, trainer: Trainer,
-          sched: Schedule, metrics: MetricsWriter, tower_fp: str) -> int:
+          plan: StepPlan, metrics: MetricsWriter, tower_fp: str) -> int:
     accum = cfg.train.accum_steps
-    stop_at = cfg.train.stop_at_step or sched.total_steps
-    progress = TrainProgress(sched.total_steps, trainer.step, enabled=info.is_main)
+    stop_at = cfg.train.stop_at_step or plan.total_steps
+    progress = TrainProgress(plan.total_steps, trainer.step, enabled=info.is_main)
     with progress:
-        while trainer.step < sched.total_steps:
-            epoch = trainer.step // sched.steps_per_epoch
-            epoch_end = (epoch + 1) * sched.steps_per_epoch
-            skip = (trainer.step - epoch * sched.steps_per_epoch) * accum
+        while trainer.step < plan.total_steps:
+            epoch = trainer.step // plan.steps_per_epoch
+            epoch_end = (epoch + 1) * plan.steps_per_epoch
+            skip = (trainer.step - epoch * plan.steps_per_epoch) * accum
             batches = batch_counts(epoch_batches(cfg, built, folder, info, epoch, skip))
             tick = time.perf_counter()
             while trainer.step < epoch_end:
@@ -185,7 +190,7 @@ def _loop(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistIn
                 bad = micro[-1][1]
                 out = trainer.train_step([b for b, _ in micro])
                 now = time.perf_counter()
-                rate = sched.global_batch / max(now - tick, 1e-9)
+                rate = plan.global_batch / max(now - tick, 1e-9)
                 tick = now
                 progress.update(trainer.step, out, rate)
                 if trainer.step % cfg.train.log_every == 0 or trainer.step == epoch_end:
@@ -198,7 +203,7 @@ def _loop(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistIn
                 every = cfg.checkpoint.every_steps
                 if stop or trainer.step == epoch_end or trainer.step >= stop_at or (every and trainer.step % every == 0):
                     save_checkpoint(cfg, trainer, tower_fp, info, epoch)
-                stop_early = stop_at < sched.total_steps and trainer.step >= stop_at
+                stop_early = stop_at < plan.total_steps and trainer.step >= stop_at
                 if stop or stop_early:
                     why = signals.reason() if stop else f"train.stop_at_step={stop_at}"
                     metrics.write("stop", trainer.step, reason=why)
@@ -210,8 +215,8 @@ def _loop(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistIn
     if info.is_main:
         from lit.plots import training_curves
 
-        lrs = [lr_at(s, sched.total_steps, cfg.train) for s in range(sched.total_steps)]
-        training_curves(read_metrics(metrics.path), Path(cfg.run_dir) / "plots" / "training.png", lrs)
+        lrs = [lr_at(s, plan.total_steps, cfg.train) for s in range(plan.total_steps)]
+        training_curves(read_jsonl(metrics.path), Path(cfg.run_dir) / "plots" / "training.png", lrs)
     if cfg.eval.final:
         _evaluate(cfg, built, info, trainer, metrics, final=True)
     metrics.write("done", trainer.step, samples=trainer.samples_seen)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Callable
 
 from lit.log import logger
 
@@ -27,7 +27,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 def install(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> dict[int, Callable | int | None]:
     """Route stop signals to the flag; returns the previous handlers. Main thread only."""
-    previous = {}
+    previous: dict[int, Callable | int | None] = {}
     for sig in signals:
         previous[sig] = signal.signal(sig, _handler)
     return previous

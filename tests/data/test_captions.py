@@ -12,7 +12,12 @@ import pytest
 from lit.cli import main as lit_main
 from lit.config import CaptionConfig
 from lit.data.captions import (
-    RECIPE_COLUMNS, CaptionMaker, caption, class_texts, score_columns, whitespace_tokens,
+    RECIPE_COLUMNS,
+    CaptionMaker,
+    caption,
+    class_texts,
+    score_columns,
+    whitespace_tokens,
 )
 from lit.data.inat import Category, load_categories_csv
 from lit.data.toy import toy_categories

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from lit.data.inat import (
-    CATEGORY_KEYS, RANKS, Category, DatasetError, load_categories_csv, load_categories_json, load_split,
+    CATEGORY_KEYS,
+    RANKS,
+    Category,
+    DatasetError,
+    load_categories_csv,
+    load_categories_json,
+    load_split,
 )
 from tests.data.conftest import TRAIN_PER_CLASS, VAL_PER_CLASS
 

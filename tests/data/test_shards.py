@@ -216,7 +216,8 @@ def test_fast_tar_writer_gives_webdataset_tarwriter_bytes(toy_root: Path) -> Non
 
     from webdataset import TarWriter
 
-    from lit.data.tario import FastTarWriter as _TarWriter, Headers as _Headers
+    from lit.data.tario import FastTarWriter as _TarWriter
+    from lit.data.tario import Headers as _Headers
 
     files = [p.read_bytes() for p in sorted((toy_root / "val").rglob("*.jpg"))[:20]]
     samples = [{"__key__": f"{i:08d}", "jpg": d, "txt": "A photo of the Pine White", "cls": 2087, "json": {"i": i}}

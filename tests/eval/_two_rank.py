@@ -17,10 +17,10 @@ def evaluate_rank(rank: int, world: int, port: int, cfg_yaml: str, weights: str,
     import torch
     import yaml
 
+    from lit import dist
     from lit.config import config_from_dict
     from lit.eval.runner import evaluate_model
     from lit.model import build_model
-    from lit.train import dist
 
     torch.set_num_threads(1)
     cfg = config_from_dict(yaml.safe_load(cfg_yaml), "two-rank test")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -60,9 +61,9 @@ def config_for() -> Callable[..., Config]:
 
 def save_tiny_checkpoint(cfg: Config, built: BuiltModel, step: int = 7) -> Path:
     """A checkpoint of `built` in cfg.run_dir, as training writes it (only what evaluation reads matters)."""
+    from lit import checkpoint
     from lit.config import dump_config
     from lit.model import fingerprint
-    from lit.train import checkpoint
 
     state = {
         "step": step, "samples_seen": 0, "total_steps": step, "epoch": 0, "rng": [], "world_size": 1,

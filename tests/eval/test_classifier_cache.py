@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit.config import CaptionConfig
 from lit.data.toy import toy_categories
 from lit.eval.classifier_cache import KEEP, cache_dir, classifier_key, load_or_build
 from lit.eval.templates import resolve_templates
-from lit.config import CaptionConfig
 
 
 class Builds:

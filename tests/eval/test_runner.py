@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -15,9 +16,9 @@ from launcher.submit import free_port
 from lit.config import Config, dump_config
 from lit.configlib import ConfigError
 from lit.data.inat import RANKS
+from lit.dist import DistInfo
 from lit.eval.runner import evaluate_model
 from lit.model import BuiltModel
-from lit.train.dist import DistInfo
 
 ONE = DistInfo(rank=0, world_size=1, local_rank=0, source="single")
 

@@ -22,7 +22,7 @@ from lit.cli import main
 from lit.config import CaptionConfig, Config, ShardConfig, config_from_dict
 from lit.configlib import to_dict
 from lit.data.inat import RANKS
-from lit.train.metrics import read_metrics
+from lit.train.metrics_log import read_metrics
 
 TOP1_FLOOR = 60.0
 TOP5_FLOOR = 90.0

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from launcher.demo import ARTIFACTS, demo
-from lit.train.metrics import read_metrics
+from lit.train.metrics_log import read_metrics
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pytest
 from launcher import runs
 from launcher.local import run_local
 from launcher.submit import cancel, submit
+from lit.io import read_jsonl
 from tests.conftest import tiny_config
 
 
@@ -45,7 +46,7 @@ def test_local_run_cancelled_resumed_preempted_finished(engine_data: dict, tmp_p
     first, second, third = runs.attempts(cfg.run_dir)
     assert second["job_id"] == third["job_id"] == summary.job_id != first["job_id"] and third["requeue"] == 1
     assert second["last_stop"].startswith("SIGTERM") and third["last_stop"].startswith("SIGUSR2")
-    kinds = [j["type"] for j in runs.read_jsonl(Path(cfg.run_dir) / runs.JOBS)]
+    kinds = [j["type"] for j in read_jsonl(Path(cfg.run_dir) / runs.JOBS)]
     assert kinds == ["submit", "cancel", "resume"]
     status = runs.run_status(cfg.run_dir)
     assert status["finished"] and status["state"] == "ENDED" and status["attempt"] == 3

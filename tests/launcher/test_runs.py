@@ -13,6 +13,7 @@ from launcher.__main__ import main
 from launcher.submit import check_fresh, clean_submit_env, resume_config
 from lit.config import load_config, save_config
 from lit.configlib import ConfigError
+from lit.io import append_jsonl
 
 
 def metrics_file(run_dir: Path, records: list[dict[str, Any]]) -> None:
@@ -83,7 +84,7 @@ def test_status_of_a_local_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
     run_dir = make_run(tmp_path, [at(r, 10.0 * (i >= 4) + i) for i, r in enumerate(records)], ckpt_steps=(2, 3))
     runs.record_job(run_dir, "submit", "999999999", "local")  # no such process: ENDED
     for attempt, t, step, last in ((1, 0.0, 0, "new run"), (2, 13.0, 2, "SIGUSR2")):
-        runs.append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": attempt, "job_id": "999999999", "time": t,
+        append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": attempt, "job_id": "999999999", "time": t,
                                                     "start_step": step, "last_stop": last})
     status = runs.run_status(run_dir)
     assert status["state"] == "ENDED" and status["finished"] and status["last_stop"] == "finished"
@@ -101,8 +102,8 @@ def test_status_while_running_and_after_a_kill(tmp_path: Path, monkeypatch: pyte
     records = [at(start(0), 1), at(train(1), 2), at(STOP2, 3), at(start(2), 11), at(train(3), 12)]
     run_dir = make_run(tmp_path, records, ckpt_steps=(2,))
     runs.record_job(run_dir, "submit", "42", "slurm")
-    runs.append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": 1, "job_id": "42", "time": 0.5, "last_stop": "new run"})
-    runs.append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": 2, "job_id": "42", "time": 10.5, "last_stop": "SIGUSR2: ..."})
+    append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": 1, "job_id": "42", "time": 0.5, "last_stop": "new run"})
+    append_jsonl(run_dir / runs.ATTEMPTS, {"attempt": 2, "job_id": "42", "time": 10.5, "last_stop": "SIGUSR2: ..."})
     monkeypatch.setattr(runs, "slurm_state", lambda job_id: "RUNNING")
     status = runs.run_status(run_dir)
     assert status["state"] == "RUNNING" and status["last_stop"] == "SIGUSR2: ..." and not status["finished"]

@@ -11,9 +11,10 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from submitit.core.job_environment import JobEnvironment
@@ -21,9 +22,11 @@ from submitit.core.utils import DelayedSubmission, JobPaths
 from submitit.local.local import LocalJobEnvironment
 from submitit.slurm.slurm import SlurmJobEnvironment
 
-from launcher import boot, runs, task as task_module
+from launcher import boot, runs
+from launcher import task as task_module
 from launcher.task import DoctorFailed, RequeueLimitReached, Task, _ignore, master_port, rendezvous_env
 from lit.config import Config, load_config
+from lit.io import append_jsonl
 from lit.train import signals
 from lit.train.run import EXIT_OK
 
@@ -89,9 +92,9 @@ def fake_run(run_dir: Path, sig: int | None, code: int) -> Callable[[Config], in
                 metrics.append({"type": "stop", "step": 4, "reason": signals.reason()})
             if code == EXIT_OK:
                 metrics.append({"type": "done", "step": 16})
-            runs.append_jsonl(run_dir / "metrics.jsonl", metrics[0])
+            append_jsonl(run_dir / "metrics.jsonl", metrics[0])
             for m in metrics[1:]:
-                runs.append_jsonl(run_dir / "metrics.jsonl", m)
+                append_jsonl(run_dir / "metrics.jsonl", m)
             return code
         finally:
             signals.restore(previous)

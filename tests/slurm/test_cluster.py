@@ -8,9 +8,8 @@ import socket
 import stat
 from pathlib import Path
 
-import pytest
-
 import cluster as cluster_module  # on sys.path via conftest.py
+import pytest
 from cluster import ClusterError, ClusterUnavailable, LocalSlurmCluster, wait_for
 
 HOSTNAME_SCRIPT = """#!/bin/bash

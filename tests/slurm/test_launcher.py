@@ -12,6 +12,9 @@ than once, and must come back each time).
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,12 +25,12 @@ from typing import Any
 
 import pytest
 import torch
-
 from cluster import LocalSlurmCluster, wait_for  # on sys.path via conftest.py
+
 from launcher import runs
 from launcher.submit import cancel, resume, submit
+from lit import checkpoint
 from lit.config import Config, save_config
-from lit.train import checkpoint
 from tests.conftest import REPO, tiny_config
 
 STEPS = 16
@@ -83,7 +86,7 @@ def settled(run_dir: Path) -> str:
 
 
 def final_model(run_dir: Path) -> dict[str, torch.Tensor]:
-    found = checkpoint.load_latest(run_dir)
+    found = checkpoint.choose(run_dir)
     assert found is not None, f"no checkpoint in {run_dir}"
     return found[1]["model"]
 
@@ -174,12 +177,55 @@ def drive_preempted(cluster: LocalSlurmCluster, base: Path, data: dict) -> dict[
             "state": ended(cluster, job_id, WAIT), "info": cluster.job_info(job_id)}
 
 
+def task_pid(job_id: str, rank: int) -> int | None:
+    """The Python process of one task of a job (both nodes run on this host)."""
+    want = (f"SLURM_JOB_ID={job_id}".encode(), f"SLURM_PROCID={rank}".encode())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if all(w in env for w in want) and b"submitit.core._submit" in cmdline:
+            return int(proc.name)
+    return None
+
+
+def drive_killed(cluster: LocalSlurmCluster, base: Path, data: dict) -> dict[str, Any]:
+    """SIGKILL the Python of rank 1 mid-run (no signal handler runs): the job retries by itself."""
+    cfg = toy(base / "killed", data)
+    run_dir = Path(cfg.run_dir)
+    job_id = submit(cfg).job_id
+    wait_for(lambda: trained_to(run_dir, 5, starts=1), WAIT, "step 5 of the first attempt")
+    pid = wait_for(lambda: task_pid(job_id, 1), 30, "the python of rank 1")
+    os.kill(pid, signal.SIGKILL)
+    return {"run_dir": run_dir, "job_id": job_id, "killed_after": max(train_steps(run_dir)),
+            "state": ended(cluster, job_id, 2 * WAIT), "info": cluster.job_info(job_id),
+            "status": launcher_cli(cluster, "status", str(run_dir))}
+
+
+def drive_deterministic(cluster: LocalSlurmCluster, base: Path, data: dict) -> dict[str, Any]:
+    """A dataset made invalid between submission and start: the task fails the same way every time, no retry."""
+    shards = base / "broken-shards"
+    shutil.copytree(data["train"], shards)
+    cfg = toy(base / "deterministic", data, f"data.train_shards={shards}", "slurm.extra={hold: true}")
+    job_id = submit(cfg).job_id  # held: preflight saw a valid dataset
+    (shards / "manifest.json").write_text('{"shards": [')
+    cluster.run("scontrol", "release", job_id)
+    run_dir = Path(cfg.run_dir)
+    return {"run_dir": run_dir, "job_id": job_id, "state": ended(cluster, job_id, WAIT), "info": cluster.job_info(job_id),
+            "status": launcher_cli(cluster, "status", str(run_dir))}
+
+
 @pytest.fixture(scope="module")
 def scenarios(slurm_cluster: LocalSlurmCluster, engine_data: dict,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[dict[str, Any]]]]:
     base = tmp_path_factory.mktemp("launcher-slurm")
     drivers = {"time-limit": drive_time_limit, "uninterrupted": drive_uninterrupted, "usr2": drive_usr2,
-               "capped": drive_capped, "preempted": drive_preempted}
+               "killed": drive_killed, "deterministic": drive_deterministic, "capped": drive_capped,
+               "preempted": drive_preempted}
     with ThreadPoolExecutor(max_workers=len(drivers)) as pool:
         futures = {}
         for name, drive in drivers.items():  # in this order: the 1-CPU jobs are queued before `low`
@@ -242,6 +288,36 @@ def test_max_requeues_then_resume_a_failed_and_a_cancelled_run(scenarios: dict[s
     assert sorted(set(train_steps(run_dir))) == list(range(1, STEPS + 1))  # a cut step is retrained, none skipped
     reference = outcome(scenarios, "uninterrupted")
     assert_same_weights(run_dir, reference["run_dir"])
+
+
+def test_a_killed_rank_comes_back_by_itself_and_resumes_exactly(scenarios: dict[str, Future[dict[str, Any]]]) -> None:
+    out = outcome(scenarios, "killed")
+    run_dir, job_id = out["run_dir"], out["job_id"]
+    assert out["state"] == "COMPLETED", log_text(run_dir, job_id)
+    first, second = runs.attempts(run_dir)
+    assert (first["job_id"], second["job_id"]) == (job_id, job_id)  # the same job, requeued by its batch script
+    assert second["requeue"] == 0 and second["slurm_restart"] == 1 == int(out["info"]["Restarts"])
+    (decision,) = runs.attempt_records(run_dir, "retry")
+    assert decision["decision"] == "retried" and decision["retry"] == 1 and decision["srun"] != "exit 0"
+    assert all(f["transient"] for f in runs.attempt_records(run_dir, "failure"))  # whatever rank 0 saw of its lost peer
+    assert 0 < second["start_step"] <= out["killed_after"]
+    assert sorted(set(train_steps(run_dir))) == list(range(1, STEPS + 1))
+    status = runs.run_status(run_dir)
+    assert status["finished"] and status["retries"] == 1 and status["requeues"] == 0
+    assert out["status"].returncode == 0 and "failed attempts" in out["status"].stdout and "retried" in out["status"].stdout
+    reference = outcome(scenarios, "uninterrupted")
+    assert_same_weights(run_dir, reference["run_dir"])
+
+
+def test_a_deterministic_failure_is_not_retried(scenarios: dict[str, Future[dict[str, Any]]]) -> None:
+    out = outcome(scenarios, "deterministic")
+    run_dir, job_id = out["run_dir"], out["job_id"]
+    assert out["state"] == "FAILED", log_text(run_dir, job_id)
+    assert int(out["info"]["Restarts"]) == 0 and len(runs.attempts(run_dir)) == 1
+    (decision,) = runs.attempt_records(run_dir, "retry")
+    assert decision["decision"] == "not retried" and decision["cause"].startswith("deterministic: rank 0: ")
+    assert "manifest.json" in decision["cause"]
+    assert "not retried" in out["status"].stdout and "deterministic" in out["status"].stdout
 
 
 @pytest.mark.slow  # two or more one-minute attempts

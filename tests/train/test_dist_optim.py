@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit.config import TrainConfig
+from lit.config import ModelConfig, TrainConfig
+from lit.dist import DistEnvError, resolve
 from lit.model import build_model
-from lit.config import ModelConfig
-from lit.train.dist import DistEnvError, resolve
 from lit.train.optim import lr_at, param_groups
 
 TORCHRUN = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29400"}

@@ -11,14 +11,15 @@ import torch
 import torch.multiprocessing as mp
 
 from launcher.submit import free_port
+from lit import dist
+from lit.checkpoint import model_from_checkpoint
 from lit.config import ModelConfig
 from lit.configlib import ConfigError
 from lit.data.embed import embed_folder
 from lit.data.folders import open_folder
 from lit.data.loader import Stream, eval_pipeline
 from lit.model import build_model, pad_id, trim_supported, trim_tokens
-from lit.train import dist
-from lit.train.export import WEIGHTS_NAME, export, model_from_checkpoint
+from lit.train.export import WEIGHTS_NAME, export
 from lit.train.loop import LiTForward, Trainer
 from lit.train.run import epoch_batches, run
 from tests.conftest import tiny_config

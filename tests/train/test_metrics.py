@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lit.train.metrics import MetricsWriter, read_metrics
+from lit.train.metrics_log import MetricsWriter, read_metrics
 
 
 def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

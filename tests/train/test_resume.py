@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from launcher.submit import free_port
+from lit import checkpoint
+from lit.checkpoint import CheckpointError
 from lit.configlib import ConfigError
-from lit.train import checkpoint, signals
+from lit.train import signals
 from lit.train.run import run
 from tests.conftest import REPO, tiny_config
 
@@ -24,7 +26,7 @@ LONG = ["data.samples_per_epoch=160"]  # 2 x 20 steps: long enough to interrupt 
 
 
 def final_state(run_dir: Path) -> dict:
-    found = checkpoint.load_latest(run_dir)
+    found = checkpoint.choose(run_dir)
     assert found is not None
     return found[1]
 
@@ -40,7 +42,7 @@ def assert_same_training(a: dict, b: dict) -> None:
 
 
 def stop_steps(run_dir: Path) -> list[int]:
-    from lit.train.metrics import read_metrics
+    from lit.train.metrics_log import read_metrics
 
     return [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "train"]
 
@@ -57,7 +59,7 @@ def reference(engine_data: dict, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def test_a_run_mirrors_its_losses_to_tensorboard(reference: dict) -> None:
-    from lit.train.metrics import read_metrics
+    from lit.train.metrics_log import read_metrics
     from tests.train.test_metrics import tensorboard_scalars
 
     run_dir = reference["short_dir"]
@@ -86,9 +88,9 @@ def test_stop_mid_epoch_and_resume_is_bitwise_identical(engine_data: dict, refer
 def test_changing_the_length_on_resume_is_refused(engine_data: dict, reference: dict, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     assert run(tiny_config(run_dir, engine_data, ["train.stop_at_step=3"])) == 0
-    with pytest.raises(ConfigError, match="allow_length_change"):
+    with pytest.raises(ConfigError, match=r"train.epochs: 2 → 3; total steps: 16 → 24.*allow_schedule_change"):
         run(tiny_config(run_dir, engine_data, ["train.epochs=3"]))
-    assert run(tiny_config(run_dir, engine_data, ["train.epochs=3", "train.allow_length_change=true"])) == 0
+    assert run(tiny_config(run_dir, engine_data, ["train.epochs=3", "train.allow_schedule_change=true"])) == 0
     assert final_state(run_dir)["step"] == 24
 
 
@@ -159,3 +161,75 @@ def test_two_gloo_ranks_resume_exactly(engine_data: dict, tmp_path: Path) -> Non
     assert len(final_state(tmp_path / "parts")["rng"]) == 2  # every rank's RNG state is saved
     assert run_ranks(tmp_path / "parts", engine_data, two) == [0, 0]
     assert_same_training(final_state(tmp_path / "parts"), final_state(tmp_path / "whole"))
+
+
+# ---------------------------------------------------------------- one checkpoint for all ranks
+
+
+def _agree(run_dir: Path, view: str, tmp_path: Path) -> list[dict]:
+    import json
+
+    import torch.multiprocessing as mp
+
+    from tests.train._agree_rank import agree_rank
+
+    out = tmp_path / f"out-{view}"
+    out.mkdir()
+    mp.spawn(agree_rank, args=(2, free_port(), str(run_dir), view, str(out)), nprocs=2, join=True)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.mark.parametrize("view", ["same", "unreadable", "other-step"])
+def test_all_ranks_resume_from_the_file_rank_0_chose(reference: dict, tmp_path: Path, view: str) -> None:
+    results = _agree(reference["short_dir"], view, tmp_path)
+    if view == "same":
+        assert results == [{"ok": True, "file": "step-00000016.pt", "step": 16}] * 2
+        return
+    # every rank fails with the same explanation, none hangs and none continues alone
+    assert [r["ok"] for r in results] == [False, False]
+    assert results[0]["error"] == results[1]["error"]
+    assert results[0]["type"] == "CheckpointError"
+    seen = "rank 1: cannot read it" if view == "unreadable" else "rank 1: step 3"
+    assert "rank 0 chose this checkpoint (step 16)" in results[0]["error"] and seen in results[0]["error"]
+
+
+def test_a_checkpoint_rank_0_cannot_choose_fails_every_rank(tmp_path: Path) -> None:
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "step-00000004.pt").write_bytes(b"torn")
+    results = _agree(tmp_path / "run", "same", tmp_path)
+    assert [r["ok"] for r in results] == [False, False]
+    assert all("none of the 1 checkpoint(s) can be read" in r["error"] for r in results)
+
+
+# ---------------------------------------------------------------- schedule changes
+
+
+def test_schedule_changes_are_refused_with_the_list(engine_data: dict, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert run(tiny_config(run_dir, engine_data, ["train.stop_at_step=3"])) == 0
+    changed = ["train.warmup_steps=5", "train.lr=2e-3", "data.batch_size=4", "train.seed=1"]
+    with pytest.raises(ConfigError) as err:
+        run(tiny_config(run_dir, engine_data, changed))
+    text = str(err.value)
+    for line in ("train.lr: 0.001 → 0.002", "train.warmup_steps: 3 → 5", "train.seed: 0 → 1", "data.batch_size: 8 → 4",
+                 "total steps: 16 → 32", "train.allow_schedule_change=true"):
+        assert line in text, text
+    assert final_state(run_dir)["step"] == 3  # nothing was trained or written
+
+
+def test_a_schedule_change_made_on_purpose_is_recorded(engine_data: dict, tmp_path: Path) -> None:
+    from lit.io import read_jsonl
+
+    run_dir = tmp_path / "run"
+    assert run(tiny_config(run_dir, engine_data, ["train.stop_at_step=3"])) == 0
+    assert run(tiny_config(run_dir, engine_data, ["train.warmup_steps=5", "train.allow_schedule_change=true"])) == 0
+    starts = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["type"] == "start"]
+    assert [s["schedule_changes"] for s in starts] == [[], ["train.warmup_steps: 3 → 5"]]
+
+
+def test_another_frozen_tower_or_model_is_refused(engine_data: dict, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert run(tiny_config(run_dir, engine_data, ["train.stop_at_step=2"])) == 0
+    with pytest.raises(CheckpointError, match=r"trained on another frozen image tower.*new run_dir"):
+        run(tiny_config(run_dir, engine_data, ["model.name=lit-effnet-lite0-minilm", "model.image_weights=pkg:efficientnet-lite0"]))

@@ -1,4 +1,6 @@
-"""The one distributed resolver: SLURM variables, then torchrun's, then a single process.
+"""The one distributed layer of lit (data, training and evaluation): the resolver and a few collectives.
+
+The resolver reads SLURM variables, then torchrun's, then falls back to a single process.
 
 A half-set environment is an error that lists what is missing, never a silent fallback
 to one process (which would train N independent copies on a cluster).
@@ -8,8 +10,9 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as tdist
@@ -144,6 +147,24 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     """True when the flag is set on any rank: the step boundary all ranks agree on."""
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     return bool(all_reduce_sum(t).item() > 0)
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s picklable object on every rank (the object itself for one process)."""
+    if not tdist.is_initialized():
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable object, in rank order, on every rank."""
+    if not tdist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * tdist.get_world_size()
+    tdist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:
