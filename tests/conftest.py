@@ -45,3 +45,19 @@ def tiny_config(run_dir: Path, data: dict[str, Path], overrides: Sequence[str] =
         "checkpoint.every_steps=2", "eval.final=false", "eval.every_epochs=0",
     ]
     return load_config(None, [*base, *overrides])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say plainly which groups of tests were skipped and why: a passing run with the SLURM tests skipped is not the whole suite."""
+    groups: dict[tuple[str, str], int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        path = report.nodeid.split("::")[0]
+        group = "/".join(path.split("/")[:2]) if path.count("/") >= 2 else path
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        groups[(group, reason)] = groups.get((group, reason), 0) + 1
+    if not groups:
+        return
+    terminalreporter.section("skipped test groups (the suite did not run whole)", sep="=", yellow=True)
+    for (group, reason), count in sorted(groups.items()):
+        terminalreporter.line(f"{group}: {count} test(s) skipped: {reason}")
