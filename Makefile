@@ -6,7 +6,10 @@ PYTHON ?= python3
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_OVERRIDES ?=
 
-.PHONY: venv lint test test-fast demo bench clean
+GPU_WHEELS := open_clip_torch==3.3.0 webdataset==1.0.2 submitit==1.5.4 ftfy==6.3.1 wcwidth==0.2.13 braceexpand==0.1.7
+WHEEL_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+
+.PHONY: venv lint test test-fast demo bench gpu-check gpu-wheels clean
 
 venv: $(VENV)/.installed
 
@@ -39,6 +42,15 @@ demo: venv
 
 bench: venv
 	$(PY) -m bench
+
+# On a machine with a CUDA GPU (also inside the container: apptainer exec --nv lit.sif python -m bench.gpu_check).
+gpu-check: venv
+	$(PY) -m bench.gpu_check --out bench/out/gpu
+
+# Wheels a bare GPU machine without network needs beyond its torch, timm, transformers, rich and pyyaml (into .whl/).
+gpu-wheels: venv
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    $(WHEEL_PLATFORMS) -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) runs/demo data/toy-inat data/shards data/embeddings

@@ -27,9 +27,13 @@ OUT = HERE / "out"
 RAW = REPO / "BENCHMARKS.json"
 
 
+NOT_BENCHMARKS = ("gpu_check",)
+"""Modules of this package that are tools, not benchmarks (`gpu_check` runs on a GPU machine; `--gpu` merges its figures)."""
+
+
 def discover() -> list[str]:
     """Benchmark modules: every module of this package with a `run` function."""
-    return sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if not m.name.startswith("_"))
+    return sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if not m.name.startswith("_") and m.name not in NOT_BENCHMARKS)
 
 
 def machine() -> dict[str, Any]:
@@ -131,10 +135,42 @@ def _previous(key: str = "results") -> list[dict[str, Any]]:
         return []
 
 
+def gpu_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The figures of a `bench.gpu_check` report as benchmark rows named after the GPU."""
+    rows = []
+    for part in report["parts"]:
+        for r in part["rows"]:
+            note = f"peak GPU memory of the part: {part['peak_gib']} GiB" + (f"; part error: {part['error']}" if part["error"] else "")
+            rows.append(summarize({"benchmark": f"gpu: {report['gpu']}", "date": report["date"], "metric": r["metric"],
+                                   "unit": r["unit"], "values": r["values"], "note": note,
+                                   "params": {"torch": report["torch"], "cuda": report["cuda"], "batch": report["batch"]}}))
+    return rows
+
+
+def merge_gpu(report_path: Path, raw: Path = RAW, md: Path = REPO / "BENCHMARKS.md") -> int:
+    """Put a GPU check's figures into BENCHMARKS.json/.md (replacing that GPU's earlier rows); the CPU rows stay."""
+    report = json.loads(Path(report_path).read_text())
+    if report.get("gpu_parts_skipped") or not report.get("gpu"):
+        print(f"{report_path}: ran without a GPU (its parts ran at a CPU test shape): nothing to merge", file=sys.stderr)
+        return 1
+    previous: dict[str, Any] = json.loads(raw.read_text()) if raw.is_file() else {}
+    name = f"gpu: {report['gpu']}"
+    results = [r for r in previous.get("results", []) if r["benchmark"] != name] + gpu_rows(report)
+    info = {**previous.get("machine", machine()), "gpu": report["gpu"] + " (GPU rows: `python -m bench.gpu_check` on that machine)"}
+    date = previous.get("date") or report["date"]
+    raw.write_text(json.dumps({**previous, "machine": info, "results": results}, indent=1) + "\n")
+    md.write_text(markdown(results, info, date, previous.get("sections", [])))
+    print(f"merged {len(gpu_rows(report))} GPU rows of {report['gpu']} into {raw.name} and {md.name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(discover())})")
+    parser.add_argument("--gpu", type=Path, metavar="GPU_CHECK.json", help="merge a `python -m bench.gpu_check` report instead")
     args = parser.parse_args(argv)
+    if args.gpu:
+        return merge_gpu(args.gpu)
     console = Console()
     names = args.names or discover()
     unknown = [n for n in names if n not in discover()]

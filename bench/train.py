@@ -23,7 +23,7 @@ import yaml
 
 from bench import _common as common
 from bench import _openclip
-from lit.train.metrics_log import read_metrics
+from lit.io import read_jsonl
 
 REPEATS = 3
 WORKERS = 1
@@ -52,7 +52,7 @@ def job(shape: common.Shape, shards: Path, embeddings: Path, source: str, run_di
 
 def lit_rate(run_dir: Path, shape: common.Shape) -> float:
     """Samples/s of the measured steps, from the step-end times in metrics.jsonl."""
-    records = read_metrics(run_dir / "metrics.jsonl")
+    records = read_jsonl(run_dir / "metrics.jsonl")
     times = [r["time"] for r in records if r["type"] == "train"]
     if len(times) != shape.steps:
         raise RuntimeError(f"{run_dir}: {len(times)} train records, expected {shape.steps}")

@@ -26,7 +26,7 @@ from lit.log import console
 
 DEMO = ["name=demo", "run_dir=runs/demo", "cluster=local", "slurm.tasks_per_node=2"]
 SHARD_OVERRIDES = ["shards.samples_per_shard=128"]  # the toy set is small: enough shards for 2 ranks x 2 workers
-ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints/latest", "plots/training.png", "plots/accuracy.png", "results.json")
+ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints/", "plots/training.png", "plots/accuracy.png", "results.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

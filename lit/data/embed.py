@@ -7,6 +7,7 @@ decodes a JPEG. Ranks split the shards; a re-run keeps the shards that are alrea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -28,6 +29,7 @@ from lit.model import build_model, clip_api, fingerprint, image_tower_locked
 
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
+AMP_DTYPES = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
 
 
 def _sha256(path: Path) -> str:
@@ -39,14 +41,15 @@ def _sha256(path: Path) -> str:
 
 
 def _embed_shard(model: torch.nn.Module, preprocess: Any, url: str, out: Path, batch_size: int,
-                 device: torch.device, dtype: Any) -> dict[str, Any]:
+                 device: torch.device, dtype: Any, amp: torch.dtype | None = None) -> dict[str, Any]:
     """Embed every sample of one shard into `out` (atomically); returns its manifest entry."""
     pipeline = wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples(), wds.decode("pil"))
     count, bad = 0, []
 
     def flush(batch: list[dict[str, Any]], writer: wds.TarWriter) -> None:
         images = torch.stack([preprocess(s["jpg"]) for s in batch]).to(device)
-        with torch.no_grad():
+        autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+        with torch.no_grad(), autocast:
             feats = clip_api(model).encode_image(images, normalize=False).float().cpu().numpy().astype(dtype)
         for s, f in zip(batch, feats):
             writer.write({"__key__": s["__key__"], "npy": f, "txt": s["txt"], "cls": int(s["cls"]), "json": s["json"]})
@@ -79,6 +82,8 @@ def embed_folder(cfg: Config, source: str | Path, out: str | Path, batch_size: i
     dist.init(info, dev)
     folder: ShardFolder = open_folder(source, "source")
     built = build_model(cfg.model, dev, seed=cfg.train.seed)
+    # the tower in half precision on GPUs, as training runs it (train.precision); fp32 stays exact on the CPU
+    amp = AMP_DTYPES.get(cfg.train.precision) if dev.type == "cuda" else None
     if not image_tower_locked(built.model):
         raise ConfigError("", "model.lock_image", "cached embeddings need a fully locked image tower (model.lock_image=true, model.unlocked_groups=0)")
     model = built.model.eval()
@@ -93,7 +98,7 @@ def embed_folder(cfg: Config, source: str | Path, out: str | Path, batch_size: i
             name = "emb-" + Path(url).name
             part = out / f".{name}.json"
             if name not in done:
-                entry = _embed_shard(model, built.preprocess_val, url, out / name, batch_size, dev, DTYPES[dtype])
+                entry = _embed_shard(model, built.preprocess_val, url, out / name, batch_size, dev, DTYPES[dtype], amp)
                 entry.update(fingerprint=tower_fp, dtype=dtype)
                 part.write_text(json.dumps(entry))
             progress.advance(task)

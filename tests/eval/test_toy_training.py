@@ -22,7 +22,7 @@ from lit.cli import main
 from lit.config import CaptionConfig, Config, ShardConfig, config_from_dict
 from lit.configlib import to_dict
 from lit.data.inat import RANKS
-from lit.train.metrics_log import read_metrics
+from lit.io import read_jsonl
 
 TOP1_FLOOR = 60.0
 TOP5_FLOOR = 90.0
@@ -85,7 +85,7 @@ def test_short_training_beats_chance_and_cli_agrees(toy_root: Path, capsys: pyte
     assert all(a >= b for a, b in zip(per_rank, per_rank[1:])), result["per_rank"]
     run_dir = toy_root / "run-0"
     assert (run_dir / "plots" / "accuracy.png").is_file()
-    evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "eval"]
+    evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["type"] == "eval"]
     assert [e["final"] for e in evals] == [False, True]
     assert 32 <= evals[0]["num_samples"] <= 96 and evals[1]["top1"] == result["top1"]  # subset=64, drawn by key hash
 

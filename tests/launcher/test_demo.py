@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from launcher.demo import ARTIFACTS, demo
-from lit.train.metrics_log import read_metrics
+from lit import checkpoint
+from lit.io import read_jsonl
 
 
 @pytest.mark.slow
@@ -29,9 +30,10 @@ def test_shortened_demo_leaves_every_artifact_and_resumes(tmp_path: Path) -> Non
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["slurm"]["tasks_per_node"] == 2
     assert json.loads((run_dir / "results.json").read_text()) == result
     assert result["num_classes"] == 32 and result["num_samples"] == 64
-    records = read_metrics(run_dir / "metrics.jsonl")
+    records = read_jsonl(run_dir / "metrics.jsonl")
     starts = [r for r in records if r["type"] == "start"]
     assert len(starts) == 2 and starts[0]["resumed_from"] == "" and starts[1]["resumed_from"].startswith("step-")
+    assert checkpoint.step_of(checkpoint.list_checkpoints(run_dir)[-1]) == starts[1]["total_steps"]
     stop = next(r for r in records if r["type"] == "stop")
     assert "SIGUSR2" in stop["reason"]
     steps = [r["step"] for r in records if r["type"] == "train"]

@@ -30,7 +30,7 @@ def test_errors_of_the_machine_are_transient_and_errors_of_the_job_are_not() -> 
     deterministic = [
         ConfigError("job.yaml", "train.lr", "must be > 0"),
         CheckpointError("ckpt", "checkpoint format 9 found", "use a new run_dir"),
-        DatasetError("train.json: image 3 has no category"),
+        DatasetError("train.json", "image 3 has no category"),
         FloatingPointError("loss is nan at step 7"),
         ValueError("bad value"),
         KeyError("model"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lit.train.metrics_log import MetricsWriter, read_metrics
+from lit.io import read_jsonl
+from lit.train.metrics_log import MetricsWriter
 
 
 def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -23,7 +24,7 @@ def test_numeric_metrics_are_mirrored_to_tensorboard(tmp_path: Path) -> None:
         writer.write("train", step, loss=loss, lr=1e-3 * step, recipe="paper", final=False)
     writer.write("eval", 3, top1=61.5)
     writer.close()
-    records = read_metrics(tmp_path / "metrics.jsonl")
+    records = read_jsonl(tmp_path / "metrics.jsonl")
     assert [r["loss"] for r in records if r["type"] == "train"] == [2.5, 1.75, None]  # NaN is null in JSON
     scalars = tensorboard_scalars(tmp_path)
     assert set(scalars) == {"train/loss", "train/lr", "eval/top1"}  # strings and flags are not scalars

@@ -42,9 +42,9 @@ def assert_same_training(a: dict, b: dict) -> None:
 
 
 def stop_steps(run_dir: Path) -> list[int]:
-    from lit.train.metrics_log import read_metrics
+    from lit.io import read_jsonl
 
-    return [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "train"]
+    return [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if r["type"] == "train"]
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +59,11 @@ def reference(engine_data: dict, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def test_a_run_mirrors_its_losses_to_tensorboard(reference: dict) -> None:
-    from lit.train.metrics_log import read_metrics
+    from lit.io import read_jsonl
     from tests.train.test_metrics import tensorboard_scalars
 
     run_dir = reference["short_dir"]
-    losses = [(r["step"], r["loss"]) for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "train"]
+    losses = [(r["step"], r["loss"]) for r in read_jsonl(run_dir / "metrics.jsonl") if r["type"] == "train"]
     mirrored = tensorboard_scalars(run_dir)["train/loss"]
     assert [s for s, _ in mirrored] == [s for s, _ in losses] == list(range(1, 17))
     assert all(abs(a - b) <= 1e-6 * abs(b) for (_, a), (_, b) in zip(mirrored, losses))
