@@ -218,3 +218,17 @@ def test_a_signal_while_loading_requeues_without_training(job_env: dict[str, Any
     with pytest.raises(SystemExit):
         task()
     assert job_env["requeued"] == [2] and len(runs.attempts(run_dir)) == 1
+
+
+def test_a_schedule_change_made_on_purpose_is_recorded_in_attempts(job_env: dict[str, Any]) -> None:
+    from lit import checkpoint
+    from lit.config import dump_config
+
+    run_dir = job_env["run_dir"]
+    before = config(run_dir, "train.warmup_steps=10")
+    checkpoint.save(run_dir, {"step": 4, "model": {}, "world_size": 2, "config": dump_config(before)}, keep_last=2)
+    task = Task(config(run_dir, "train.warmup_steps=20", "train.lr=1e-3", "train.allow_schedule_change=true"))
+    task._record_start(JobEnvironment())
+    (attempt,) = runs.attempts(run_dir)
+    assert attempt["schedule_changes"] == ["train.lr: 0.0005 → 0.001", "train.warmup_steps: 10 → 20"]
+    assert attempt["schedule_change_allowed"] is True
