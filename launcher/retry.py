@@ -84,7 +84,8 @@ def decide(run_dir: str | Path, job_id: str, exit_code: int, max_failures: int) 
     if ended:
         why = "finished" if ended[-1] == "done" else "stopped on a signal (submitit requeues it)"
         return {**base, "decision": "none", "cause": f"the attempt {why}"}
-    failures = [f for f in runs.attempt_records(run_dir, "failure") if f.get("job_id") == job_id and f.get("restart") == restart]
+    failures = sorted((f for f in runs.attempt_records(run_dir, "failure") if f.get("job_id") == job_id and f.get("restart") == restart),
+                      key=lambda f: int(f.get("rank", 0)))  # in rank order, whichever rank wrote first
     deterministic = [f for f in failures if not f.get("transient")]
     reported = "; ".join(f"rank {f['rank']}: {f['error']}" for f in failures)
     if deterministic:
