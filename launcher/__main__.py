@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the sbatch script and each task's command; submit nothing")
     p.add_argument("--preempt-at-step", type=int, default=None, metavar="N",
                    help="local runs: send the preemption signal once step N is trained (it resumes)")
+    p.add_argument("--stages", default=None, metavar="A,B",
+                   help="run these pipeline stages (of shards, embed, train, eval) instead of pipeline.stages")
     p = sub.add_parser("status", help="SLURM state, attempt, last step and metrics of a run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -54,9 +56,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     cfg = load_config(args.job, args.overrides)
+    if cfg.pipeline.stages or args.stages:
+        return submit_pipeline(cfg, args)
     if args.dry_run:
         return dry_run(spec.prepare(cfg))
     return start(cfg, fresh=True, preempt_at_step=args.preempt_at_step)
+
+
+def submit_pipeline(cfg: Config, args: argparse.Namespace) -> int:
+    from launcher import pipeline
+
+    if args.dry_run:
+        print(pipeline.dry_run_text(cfg, args.stages), flush=True)  # verbatim: never wrapped
+        return 0
+    chain = pipeline.submit(cfg, args.stages)
+    print_chain(chain, spec.prepare(cfg).run_dir)
+    return 0
+
+
+def print_chain(chain: list[dict[str, Any]], run_dir: str) -> None:
+    for entry in chain:
+        what = f"skipped ({entry['detail']})" if entry["skipped"] else f"job [bold]{entry['job_id']}[/bold]"
+        out.print(f"  {entry['stage']}: {what}", soft_wrap=True)
+    out.print(f"  status: python -m launcher status {escape(run_dir)}")
+
+
+def stages_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="pipeline stages")
+    for column in ("stage", "job", "state", "attempts", "progress", "why"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(r["stage"], str(r["job_id"] or "-"), r["state"], str(r["attempts"]), escape(r["progress"]), escape(r["why"]))
+    return table
 
 
 def start(cfg: Config, fresh: bool, preempt_at_step: int | None = None) -> int:
@@ -112,10 +143,17 @@ def dry_run(cfg: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = runs.run_status(Path(args.run_dir).resolve())
+    from launcher import pipeline
+
+    run_dir = Path(args.run_dir).resolve()
+    status = runs.run_status(run_dir)
+    if pipeline.is_pipeline(run_dir):
+        status["stages"] = pipeline.status(run_dir)
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
+    if status.get("stages"):
+        out.print(stages_table(status["stages"]))
     out.print(status_table(status))
     if status["attempts"]:
         out.print(attempts_table(status["attempts"]))
@@ -178,14 +216,26 @@ def failures_table(decisions: list[dict[str, Any]]) -> Table:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from launcher import pipeline
     from launcher.submit import resume_config
 
-    cfg = resume_config(Path(args.run_dir).resolve(), args.overrides)
+    run_dir = Path(args.run_dir).resolve()
+    if pipeline.is_pipeline(run_dir):
+        print_chain(pipeline.resume(run_dir, args.overrides), str(run_dir))
+        return 0
+    cfg = resume_config(run_dir, args.overrides)
     return start(cfg, fresh=False)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    from launcher import pipeline
     from launcher.submit import cancel
+
+    if pipeline.is_pipeline(Path(args.run_dir).resolve()):
+        ids = pipeline.cancel(Path(args.run_dir).resolve())
+        out.print(f"cancelled jobs {', '.join(ids) or '(none was queued or running)'}; "
+                  f"`python -m launcher resume {escape(args.run_dir)}` goes on from the first unfinished stage", soft_wrap=True)
+        return 0
 
     job_id = cancel(Path(args.run_dir).resolve())
     out.print(f"cancelled job {job_id}; `python -m launcher resume {escape(args.run_dir)}` continues the run", soft_wrap=True)

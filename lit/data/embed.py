@@ -2,7 +2,9 @@
 
 Each sample keeps its key, txt, cls and json and gains `npy` (the tower's output before
 normalization, float16 by default). Training on the cache (`data.image_source: cached`) never
-decodes a JPEG. Ranks split the shards; a re-run keeps the shards that are already complete.
+decodes a JPEG. Ranks split the shards, DataLoader workers decode and preprocess them in parallel,
+batches run across shard boundaries (at positions a resumed run forms the same way), and a
+re-run keeps the shards that are already complete.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import contextlib
 import hashlib
 import json
 import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lit import dist
 from lit.config import Config
@@ -40,74 +45,173 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _embed_shard(model: torch.nn.Module, preprocess: Any, url: str, out: Path, batch_size: int,
-                 device: torch.device, dtype: Any, amp: torch.dtype | None = None) -> dict[str, Any]:
-    """Embed every sample of one shard into `out` (atomically); returns its manifest entry."""
-    pipeline = wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples(), wds.decode("pil"))
-    count, bad = 0, []
+@dataclass(frozen=True)
+class Item:
+    """One sample on its way through the tower: where it belongs and what it keeps."""
 
-    def flush(batch: list[dict[str, Any]], writer: wds.TarWriter) -> None:
-        images = torch.stack([preprocess(s["jpg"]) for s in batch]).to(device)
-        autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-        with torch.no_grad(), autocast:
-            feats = clip_api(model).encode_image(images, normalize=False).float().cpu().numpy().astype(dtype)
-        for s, f in zip(batch, feats):
-            writer.write({"__key__": s["__key__"], "npy": f, "txt": s["txt"], "cls": int(s["cls"]), "json": s["json"]})
+    shard: int  # position in this rank's list of shards
+    key: str
+    txt: Any
+    cls: int
+    meta: Any
+    last: int  # the shard's sample count on its last sample (its end), else -1
+    bad: str = ""  # why the sample has no image ("" when it has one)
 
+
+class ShardImages(torch.utils.data.IterableDataset):
+    """This rank's shards, decoded and preprocessed in DataLoader workers, as ready-made batches.
+
+    Worker w takes every `workers`-th shard. Batch boundaries sit at fixed positions of each
+    worker's stream of samples (multiples of `batch_size`, shards already embedded included),
+    so a resumed run forms exactly the batches an uninterrupted one forms (bitwise-equal outputs
+    on the CPU), while batches still run across shard boundaries.
+    """
+
+    def __init__(self, urls: list[str], counts: list[int], skip: set[int], preprocess: Any, batch_size: int) -> None:
+        self.urls, self.counts, self.skip = urls, counts, skip
+        self.preprocess, self.batch_size = preprocess, batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        position = 0
+        pending: list[tuple[Item, torch.Tensor | None]] = []
+        for index in range(worker, len(self.urls), workers):
+            if index in self.skip:
+                position += self.counts[index]
+                continue
+            if pending and position % self.batch_size == 0:
+                yield _collate(pending)
+                pending = []
+            for item, image in self._samples(index):
+                pending.append((item, image))
+                position += 1
+                if position % self.batch_size == 0:
+                    yield _collate(pending)
+                    pending = []
+        if pending:
+            yield _collate(pending)
+
+    def _samples(self, index: int) -> Iterator[tuple[Item, torch.Tensor | None]]:
+        pipeline = wds.DataPipeline(wds.SimpleShardList([self.urls[index]]), wds.tarfile_to_samples(),
+                                    wds.decode("pil", handler=wds.warn_and_continue))
+        samples = list(pipeline)
+        for i, s in enumerate(samples):
+            last = len(samples) if i == len(samples) - 1 else -1
+            item = Item(index, str(s.get("__key__")), s.get("txt"), int(s.get("cls", -1)), s.get("json"), last)
+            if "jpg" not in s:
+                yield replace(item, bad="no jpg"), None
+                continue
+            yield item, self.preprocess(s["jpg"])
+        if not samples:
+            yield Item(index, "", None, -1, None, 0, bad="empty shard"), None
+
+
+def _collate(pending: list[tuple[Item, torch.Tensor | None]]) -> dict[str, Any]:
+    images = [img for _, img in pending if img is not None]
+    return {"items": [item for item, _ in pending], "images": torch.stack(images) if images else None}
+
+
+def _write_shard(out: Path, url: str, rows: list[tuple[Item, np.ndarray | None]]) -> dict[str, Any]:
+    """One embedding shard, atomically; returns its manifest entry."""
+    bad = [{"key": it.key, "shard": Path(url).name, "reason": it.bad} for it, _ in rows if it.bad and it.key]
+    count = 0
     with atomic_file(out) as stream:
         writer = wds.TarWriter(stream, encoder=True, mtime=0.0)
-        batch: list[dict[str, Any]] = []
-        for sample in pipeline:
-            if "jpg" not in sample:
-                bad.append({"key": sample.get("__key__"), "shard": Path(url).name, "reason": "no jpg"})
-                continue
-            batch.append(sample)
-            count += 1
-            if len(batch) == batch_size:
-                flush(batch, writer)
-                batch = []
-        if batch:
-            flush(batch, writer)
+        for it, feat in rows:
+            if feat is not None:
+                writer.write({"__key__": it.key, "npy": feat, "txt": it.txt, "cls": it.cls, "json": it.meta})
+                count += 1
         writer.close()
     return {"name": out.name, "samples": count, "sha256": _sha256(out), "source": Path(url).name, "skipped": bad}
 
 
+def _progress(disable: bool) -> Progress:
+    return Progress(TextColumn("[bold]embed"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console, disable=disable)
+
+
 def embed_folder(cfg: Config, source: str | Path, out: str | Path, batch_size: int = 64,
-                 dtype: str = "float16", device: str = "auto") -> dict[str, Any] | None:
-    """Embed every shard of `source` into `out`; rank 0 returns the manifest, others None."""
+                 dtype: str = "float16", device: str = "auto", *, workers: int | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any] | None:
+    """Embed every shard of `source` into `out`; rank 0 returns the manifest, others None.
+
+    `workers` DataLoader processes per rank decode and preprocess (default: data.workers).
+    `should_stop` is asked after each written shard: when it says so, every rank stops after
+    its shards in flight are written, and `{"stopped": True, ...}` is returned (a re-run goes on).
+    """
     if dtype not in DTYPES:
         raise ConfigError("", "dtype", f"{dtype!r} is not one of {list(DTYPES)}")
     info = dist.resolve()
     dev = dist.pick_device(info, device)
     dist.init(info, dev)
-    folder: ShardFolder = open_folder(source, "source")
+    try:
+        return _embed(cfg, open_folder(source, "source"), Path(out), batch_size, dtype, dev, info,
+                      cfg.data.workers if workers is None else workers, should_stop or (lambda: False))
+    finally:
+        dist.shutdown()
+
+
+def _embed(cfg: Config, folder: ShardFolder, out: Path, batch_size: int, dtype: str, dev: torch.device,
+           info: dist.DistInfo, workers: int, should_stop: Callable[[], bool]) -> dict[str, Any] | None:
     built = build_model(cfg.model, dev, seed=cfg.train.seed)
-    # the tower in half precision on GPUs, as training runs it (train.precision); fp32 stays exact on the CPU
-    amp = AMP_DTYPES.get(cfg.train.precision) if dev.type == "cuda" else None
     if not image_tower_locked(built.model):
         raise ConfigError("", "model.lock_image", "cached embeddings need a fully locked image tower (model.lock_image=true, model.unlocked_groups=0)")
-    model = built.model.eval()
-    tower_fp = fingerprint(model, built.preprocess_val)
-    out = Path(out)
+    # the tower in half precision on GPUs, as training runs it (train.precision); fp32 stays exact on the CPU
+    amp = AMP_DTYPES.get(cfg.train.precision) if dev.type == "cuda" else None
+    model = clip_api(built.model.eval())
+    tower_fp = fingerprint(built.model, built.preprocess_val)
     out.mkdir(parents=True, exist_ok=True)
     done = _complete_parts(out, tower_fp, dtype)
-    mine = [u for i, u in enumerate(folder.urls) if i % info.world_size == info.rank]
-    with Progress(console=console, disable=not info.is_main) as progress:
-        task = progress.add_task("embed", total=len(mine))
-        for url in mine:
-            name = "emb-" + Path(url).name
-            part = out / f".{name}.json"
-            if name not in done:
-                entry = _embed_shard(model, built.preprocess_val, url, out / name, batch_size, dev, DTYPES[dtype], amp)
-                entry.update(fingerprint=tower_fp, dtype=dtype)
-                part.write_text(json.dumps(entry))
-            progress.advance(task)
+    entries = folder.manifest["shards"]
+    mine = [i for i in range(len(folder.urls)) if i % info.world_size == info.rank]
+    urls = [folder.urls[i] for i in mine]
+    counts = [int(entries[i]["samples"]) for i in mine]
+    skip = {k for k, u in enumerate(urls) if "emb-" + Path(u).name in done}
+    workers = max(0, min(workers, len(urls) - len(skip)))
+    data = ShardImages(urls, counts, skip, built.preprocess_val, batch_size)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers, pin_memory=dev.type == "cuda",
+                                         prefetch_factor=4 if workers else None)
+    buffers: dict[int, list[tuple[Item, np.ndarray | None]]] = {}
+    total, seen, written = sum(counts[k] for k in range(len(urls)) if k not in skip), 0, 0
+    finishing: set[int] | None = None  # after a stop request: the shards in flight, finished before stopping
+    autocast = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    started = time.perf_counter()
+    with _progress(disable=not info.is_main) as progress:
+        task = progress.add_task("embed", total=total, rate="")
+        for batch in loader if total else []:
+            feats: Iterator[np.ndarray] = iter(())
+            if batch["images"] is not None:
+                with torch.no_grad(), autocast:
+                    images = batch["images"].to(dev, non_blocking=True)
+                    feats = iter(model.encode_image(images, normalize=False).float().cpu().numpy().astype(DTYPES[dtype]))
+            for item in batch["items"]:
+                feat = None if item.bad else next(feats)
+                if finishing is not None and item.shard not in finishing:
+                    continue  # started after the stop request: the next run embeds it
+                buffers.setdefault(item.shard, []).append((item, feat))
+                if item.last >= 0:
+                    rows = buffers.pop(item.shard)
+                    name = "emb-" + Path(urls[item.shard]).name
+                    entry = _write_shard(out / name, urls[item.shard], rows)
+                    entry.update(fingerprint=tower_fp, dtype=dtype)
+                    write_json(out / f".{name}.json", entry, indent=None)
+                    written += 1
+            seen += len(batch["items"])
+            progress.update(task, completed=seen, rate=f"{seen / max(time.perf_counter() - started, 1e-9):,.0f}/s")
+            if finishing is None and should_stop():
+                finishing = set(buffers)
+                logger.warning("stop requested: finishing %d shard(s) in flight", len(finishing))
+            if finishing is not None and not buffers:
+                break
+    del loader
+    stopped = dist.any_rank(written + len(skip) < len(urls), dev)  # some rank left shards for the next run
     dist.barrier()
-    manifest = None
-    if info.is_main:
-        manifest = _write_manifest(out, folder, tower_fp, dtype, cfg)
-    dist.shutdown()
-    return manifest
+    if stopped:
+        left = len(folder.urls) - len(_complete_parts(out, tower_fp, dtype))
+        logger.warning("embedding stopped on request: %d shards left for the next run", left)
+        return {"stopped": True, "shards_left": left}
+    return _write_manifest(out, folder, tower_fp, dtype, cfg) if info.is_main else None
 
 
 def _complete_parts(out: Path, tower_fp: str, dtype: str) -> set[str]:

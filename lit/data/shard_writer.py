@@ -110,6 +110,8 @@ def write_shard(task: ShardTask, report: Callable[[int], None]) -> dict[str, Any
     path, done = out / task.name, task.done
     if done and done.get("fingerprint") == task.fingerprint and path.is_file() and file_sha256(path) == done.get("sha256"):
         report(len(task.samples))
+        (out / ".progress").mkdir(exist_ok=True)  # every shard of a build has its record (tasks of a split build read them)
+        write_json(out / ".progress" / f"{task.name}.json", {k: v for k, v in done.items() if k != "kept"})
         return {**done, "kept": True}
     skipped, count = [], 0
     with atomic_file(path) as f:

@@ -19,7 +19,7 @@ import stat
 import tarfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -133,22 +133,45 @@ def _previous_records(out: Path) -> dict[str, dict[str, Any]]:
 
 
 def build_shards(root: str | Path, split: str, out_dir: str | Path, shard_cfg: ShardConfig, caption_cfg: CaptionConfig,
-                 progress: bool = True, start_method: str | None = None) -> dict[str, Any]:
+                 progress: bool = True, start_method: str | None = None, *, part: tuple[int, int] = (0, 1),
+                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Write `{split}-{index:06d}.tar` shards, `categories.json` and `manifest.json` into `out_dir`.
 
     The whole split is validated before anything is written. Returns the manifest.
+    `part=(rank, tasks)`: this task writes every `tasks`-th shard (the plan is the same in every
+    task); task 0 then waits for the others' completion records and writes the manifest, the
+    others return `{"part_done": True}`. `should_stop` is asked before each shard is handed out:
+    when it says so the shards in flight are finished and `{"stopped": True}` is returned.
     """
     data = load_split(root, split)
     workers = max(1, min(shard_cfg.workers, -(-len(data.images) // shard_cfg.samples_per_shard)))
     with ShardWriters(workers, start_method) as writers:
-        return _build(data, Path(out_dir), shard_cfg, caption_cfg, writers, progress)
+        return _build(data, Path(out_dir), shard_cfg, caption_cfg, writers, progress, part, should_stop or (lambda: False))
+
+
+def _wait_for_records(out: Path, names: list[str], should_stop: Callable[[], bool]) -> dict[str, dict[str, Any]] | None:
+    """The completion records of every named shard, once the other tasks wrote them (None: stop requested)."""
+    while True:
+        found = {}
+        for name in names:
+            try:
+                found[name] = json.loads((out / ".progress" / f"{name}.json").read_text())
+            except (OSError, ValueError):
+                break
+        if len(found) == len(names):
+            return found
+        if should_stop():
+            return None
+        time.sleep(0.5)
 
 
 def _build(data: Split, out: Path, shard_cfg: ShardConfig, caption_cfg: CaptionConfig, writers: ShardWriters,
-           progress: bool) -> dict[str, Any]:
+           progress: bool, part: tuple[int, int], should_stop: Callable[[], bool]) -> dict[str, Any]:
+    rank, tasks_total = part
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous_records(out)
-    (out / "manifest.json").unlink(missing_ok=True)  # a manifest always describes a finished build
+    if rank == 0:
+        (out / "manifest.json").unlink(missing_ok=True)  # a manifest always describes a finished build
     ours = re.compile(rf"^{re.escape(data.name)}-(\d{{6}})\.tar$")
     partial = re.compile(rf"^\.{re.escape(data.name)}-(\d{{6}})\.tar\.tmp-\d+$")
     for p in out.iterdir():  # partial writes of an earlier run (lit.io.atomic_file's temporary names)
@@ -158,22 +181,44 @@ def _build(data: Split, out: Path, shard_cfg: ShardConfig, caption_cfg: CaptionC
     skipped: list[dict[str, Any]] = []
     classes: Counter[int] = Counter()
 
+    names: list[str] = []  # every shard of the plan, this task's or not
+    stopped = False
+    handed = itertools.count()  # positions among the shards this task writes (ShardWriters orders by them)
+
     def tasks() -> Iterator[ShardTask]:
+        nonlocal stopped
         reported = 0
         for i, group in enumerate(plan(data, shard_cfg, caption_cfg, skipped)):
             classes.update(s.cls for s in group)
             bar.advance(tid, len(skipped) - reported)  # images skipped while planning count as done
             reported = len(skipped)
             name = f"{data.name}-{i:06d}.tar"
-            yield ShardTask(i, name, str(out), tuple(group), shard_cfg.resize, _fingerprint(settings, group), previous.get(name))
+            names.append(name)
+            if i % tasks_total != rank or stopped:
+                bar.advance(tid, len(group))
+                continue
+            if should_stop():
+                stopped = True
+                logger.warning("%s: stop requested: finishing the shards in flight", data.name)
+                continue
+            yield ShardTask(next(handed), name, str(out), tuple(group), shard_cfg.resize, _fingerprint(settings, group),
+                            previous.get(name))
 
     bar = Progress(TextColumn("[bold]writing shards"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), console=console, disable=not progress)
     logger.info("%s: %d images -> shards of up to %d samples in %s", data.name, len(data.images), shard_cfg.samples_per_shard, out)
     with bar:
         tid = bar.add_task("shards", total=len(data.images))
-        records = writers.run(tasks(), bar, tid)
+        mine = writers.run(tasks(), bar, tid)
         bar.update(tid, completed=len(data.images))
+    if stopped:
+        return {"stopped": True, "split": data.name}
+    if rank != 0:
+        return {"part_done": True, "split": data.name, "shards": len(mine)}
+    found = {r["name"]: r for r in mine} if tasks_total == 1 else _wait_for_records(out, names, should_stop)
+    if found is None:
+        return {"stopped": True, "split": data.name}
+    records = [found[n] for n in names]
     for p in out.iterdir():  # shards of an earlier plan that had more of them
         m = ours.match(p.name)
         if m and int(m.group(1)) >= len(records):

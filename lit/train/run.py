@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from lit import checkpoint, dist
+from lit import checkpoint, dist, signals
 from lit.checkpoint import CheckpointError
 from lit.config import Config, dump_config, save_config
 from lit.configlib import ConfigError
@@ -24,7 +24,6 @@ from lit.data.loader import Stream, batch_counts, check_shard_count, make_loader
 from lit.io import read_jsonl
 from lit.log import logger, setup_logging
 from lit.model import BuiltModel, build_model, describe, fingerprint
-from lit.train import signals
 from lit.train.loop import Trainer, rng_state, set_rng_state
 from lit.train.metrics_log import MetricsWriter
 from lit.train.optim import lr_at

@@ -25,9 +25,9 @@ from submitit.slurm.slurm import SlurmJobEnvironment
 from launcher import boot, runs
 from launcher import task as task_module
 from launcher.task import DoctorFailed, RequeueLimitReached, Task, _ignore, master_port, rendezvous_env
+from lit import signals
 from lit.config import Config, load_config
 from lit.io import append_jsonl
-from lit.train import signals
 from lit.train.run import EXIT_OK
 
 JOB = "4242"

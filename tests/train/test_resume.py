@@ -14,10 +14,9 @@ import pytest
 import torch
 
 from launcher.submit import free_port
-from lit import checkpoint
+from lit import checkpoint, signals
 from lit.checkpoint import CheckpointError
 from lit.configlib import ConfigError
-from lit.train import signals
 from lit.train.run import run
 from tests.conftest import REPO, tiny_config
 

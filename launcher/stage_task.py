@@ -1,0 +1,93 @@
+"""The task of a pipeline stage other than training (shards, embed, eval): a submitit `Checkpointable` around `lit.stages`.
+
+Like `launcher.task.Task`: USR2 (or TERM) sets lit's stop flag, the stage finishes the unit in
+flight (a shard) and returns `stopped`, rank 0 requeues the job through submitit, and the requeued
+job goes on where it stopped. The stage's bookkeeping lives in its home, `RUN_DIR/stages/NAME`:
+config.yaml, attempts.jsonl, metrics.jsonl (start / stop / done lines) and submitit's slurm/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from launcher import logger, runs
+from launcher.retry import record_failure
+from launcher.submitit_api import Checkpointable, DelayedSubmission, JobEnvironment
+from launcher.task import _scrub_slurm_env, rendezvous_env, requeue
+from lit import signals, stages
+from lit.config import Config
+from lit.io import append_jsonl
+from lit.log import setup_logging
+
+
+def _mark(home: Path, kind: str, **values: Any) -> None:
+    append_jsonl(home / "metrics.jsonl", {"type": kind, "step": 0, "time": round(time.time(), 3), **values})
+
+
+class StageTask(Checkpointable):
+    """Run one stage on every task of its job; requeue through submitit when it stops on a signal."""
+
+    def __init__(self, cfg: Config, stage: str, home: str, master_addr: str | None = None, master_port: int | None = None) -> None:
+        self.cfg, self.stage, self.home = cfg, stage, home
+        self.master_addr, self.master_port = master_addr, master_port
+
+    def __call__(self) -> dict[str, Any]:
+        env = JobEnvironment()
+        if env.cluster != "slurm":
+            _scrub_slurm_env()
+        os.environ.update(rendezvous_env(env, self.master_addr, self.master_port))
+        setup_logging(rank=env.global_rank)
+        home = Path(self.home)
+        if env.global_rank == 0:
+            record = runs.record_attempt(home, env.job_id, env.cluster, world_size=env.num_tasks, stage=self.stage)
+            logger.info("stage %s, attempt %d (job %s): previous stop: %s", self.stage, record["attempt"], env.job_id,
+                        record["last_stop"])
+            _mark(home, "start", stage=self.stage, host=socket.gethostname())
+        signals.clear()
+        previous = signals.install()
+        try:
+            outcome = self._run(env)
+        except BaseException as err:
+            if not isinstance(err, (SystemExit, KeyboardInterrupt)):
+                record_failure(home, env.job_id, env.global_rank, err)
+            raise
+        finally:
+            signals.restore(previous)
+        reason = signals.reason()
+        signals.clear()
+        if outcome != "stopped":
+            if env.global_rank == 0:
+                _mark(home, "done", stage=self.stage, outcome=outcome)
+            return {"status": "finished", "stage": self.stage, "rank": env.global_rank}
+        if env.global_rank == 0:
+            _mark(home, "stop", stage=self.stage, reason=reason)
+            if "SIGUSR2" in reason or env.cluster != "slurm":
+                requeue(env, home, self.cfg.slurm.max_requeues, f"stage {self.stage}: complete shards", self.cfg.run_dir)
+        return {"status": "stopped", "stage": self.stage, "rank": env.global_rank, "reason": reason}
+
+    def _run(self, env: JobEnvironment) -> str:
+        if self.stage in ("shards", "embed") and stages.state(self.cfg, self.stage).complete:
+            # e.g. a `scontrol requeue` of a finished stage: its outputs (read by the stage after it) stay untouched
+            logger.info("stage %s is complete already: nothing to do", self.stage)
+            return "done"
+        if self.stage == "shards":
+            return stages.run_shards(self.cfg, signals.requested, part=(env.global_rank, env.num_tasks))
+        if self.stage == "embed":
+            return stages.run_embed(self.cfg, signals.requested)
+        if self.stage == "eval":
+            stages.run_eval(self.cfg)
+            return "done"
+        raise ValueError(f"StageTask runs shards, embed or eval, not {self.stage!r} (training is launcher.task.Task)")
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission | None:  # type: ignore[override]  # None: no requeue
+        """Called by submitit before a requeue: resubmit unchanged (complete shards are on disk)."""
+        if runs.is_finished(runs.metrics(self.home)):
+            return None
+        return DelayedSubmission(self)
+
+
+__all__ = ["StageTask"]

@@ -1,0 +1,156 @@
+"""The job's stages as library calls: what each one writes, whether that is already complete, and running it.
+
+shards (`lit shards`, train and val) → embed (`lit embed`, train and val; cached jobs) → train → eval.
+A stage never knows it is in a pipeline: it reads its inputs' manifests and writes its own; the
+launcher only chains the stages and reports (`launcher.pipeline`). Every stage can be asked to
+stop (`should_stop`): it finishes the unit in flight (a shard, a training step) and returns
+`stopped`; a re-run goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lit.config import STAGES, Config
+from lit.io import read_jsonl
+
+EVAL_DIR = "eval/final"
+"""Where the eval stage writes results.json and its plots, inside the run directory."""
+
+
+@dataclass(frozen=True)
+class StageState:
+    """Whether a stage's outputs are complete and match the job, and why (for status and --dry-run)."""
+
+    complete: bool
+    detail: str
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest(folder: str | Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((Path(folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def splits(cfg: Config) -> list[tuple[str, str, str]]:
+    """(split, image shards folder, embeddings folder) of the job."""
+    return [("train", cfg.data.train_shards, cfg.data.train_embeddings), ("val", cfg.data.val_shards, cfg.data.val_embeddings)]
+
+
+def shards_state(cfg: Config) -> StageState:
+    for split, folder, _ in splits(cfg):
+        m = _manifest(folder)
+        if m is None:
+            return StageState(False, f"{folder}: no manifest")
+        annotations = Path(cfg.data.root) / f"{split}.json"
+        if annotations.is_file() and m.get("source", {}).get("sha256") != _sha256(annotations):
+            return StageState(False, f"{folder}: made from another {annotations.name}")
+        want = {"recipe": cfg.captions.recipe, "samples_per_shard": cfg.shards.samples_per_shard, "seed": cfg.shards.seed}
+        got = {k: m.get(k) for k in want}
+        if got != want:
+            return StageState(False, f"{folder}: made with {got}, the job asks for {want}")
+    return StageState(True, "train and val shards complete")
+
+
+def embed_state(cfg: Config) -> StageState:
+    for _, shards, emb in splits(cfg):
+        m = _manifest(emb)
+        if m is None:
+            return StageState(False, f"{emb}: no manifest")
+        source = Path(shards) / "manifest.json"
+        if not source.is_file() or m.get("source_manifest_sha256") != _sha256(source):
+            return StageState(False, f"{emb}: made from other shards than {shards}")
+        if m.get("model") != cfg.model.name or m.get("dtype") != cfg.pipeline.embed_dtype:
+            return StageState(False, f"{emb}: made by {m.get('model')} in {m.get('dtype')}, the job asks for "
+                                     f"{cfg.model.name} in {cfg.pipeline.embed_dtype}")
+    return StageState(True, "train and val embeddings complete")
+
+
+def train_state(cfg: Config) -> StageState:
+    records = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
+    starts = [i for i, r in enumerate(records) if r.get("type") == "start"]
+    if starts and any(r.get("type") == "done" for r in records[starts[-1]:]):
+        return StageState(True, f"trained to step {records[-1].get('step')}")
+    return StageState(False, "not finished")
+
+
+def eval_state(cfg: Config) -> StageState:
+    from lit import checkpoint
+
+    try:
+        result = json.loads((Path(cfg.run_dir) / EVAL_DIR / "results.json").read_text())
+    except (OSError, ValueError):
+        return StageState(False, "no results yet")
+    files = checkpoint.list_checkpoints(cfg.run_dir)
+    step = result.get("checkpoint", {}).get("step")
+    if not files or step != checkpoint.step_of(files[-1]):
+        return StageState(False, f"results are of step {step}, not of the newest checkpoint")
+    return StageState(True, f"top-1 {result.get('top1', 0):.2f}%, top-5 {result.get('top5', 0):.2f}%")
+
+
+STATE: dict[str, Callable[[Config], StageState]] = {
+    "shards": shards_state, "embed": embed_state, "train": train_state, "eval": eval_state,
+}
+
+
+def state(cfg: Config, stage: str) -> StageState:
+    if stage not in STAGES:
+        raise KeyError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    return STATE[stage](cfg)
+
+
+def run_shards(cfg: Config, should_stop: Callable[[], bool], part: tuple[int, int] = (0, 1)) -> str:
+    """Both splits' shards (validation unshuffled); 'done', 'stopped' or 'part done' (a task other than 0)."""
+    from lit.data.shards import build_shards
+
+    outcome = "done"
+    for split, folder, _ in splits(cfg):
+        shard_cfg = cfg.shards if split == "train" else replace(cfg.shards, shuffle=False)
+        result = build_shards(cfg.data.root, split, folder, shard_cfg, cfg.captions, progress=part[0] == 0, part=part,
+                              should_stop=should_stop)
+        if result.get("stopped"):
+            return "stopped"
+        if result.get("part_done"):
+            outcome = "part done"
+    return outcome
+
+
+def run_embed(cfg: Config, should_stop: Callable[[], bool]) -> str:
+    """Both splits' embeddings with the job's frozen tower: 'done' or 'stopped'."""
+    from lit.data.embed import embed_folder
+
+    for _, shards, emb in splits(cfg):
+        result = embed_folder(cfg, shards, emb, batch_size=cfg.pipeline.embed_batch_size, dtype=cfg.pipeline.embed_dtype,
+                              device=cfg.train.device, should_stop=should_stop)
+        if result is not None and result.get("stopped"):
+            return "stopped"
+    return "done"
+
+
+def run_eval(cfg: Config) -> dict[str, Any]:
+    """Zero-shot evaluation of the newest checkpoint on the validation data into RUN/eval/final."""
+    from lit.eval.runner import evaluate_checkpoint
+
+    data = cfg.data.val_embeddings if cfg.data.image_source == "cached" else cfg.data.val_shards
+    result, _ = evaluate_checkpoint(cfg.run_dir, data=data, out=Path(cfg.run_dir) / EVAL_DIR, device=cfg.train.device,
+                                    progress=False)
+    return result
+
+
+__all__ = ["EVAL_DIR", "StageState", "embed_state", "eval_state", "run_embed", "run_eval", "run_shards", "shards_state",
+           "splits", "state", "train_state"]

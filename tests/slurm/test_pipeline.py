@@ -1,0 +1,183 @@
+"""The whole job as one submission on the real 2-node cluster: shards → embed → train → eval as afterok-chained jobs.
+
+Three pipelines run at once (each stage a 1-CPU job on the `high` partition), with the embedded default
+model (EfficientNet-Lite0 + MiniLM, so that embedding takes long enough to be interrupted):
+- USR2 to the embed job once it has written a shard: it finishes the shards in flight, requeues, goes on;
+  the final weights equal a by-hand run of the same stages in this process;
+- `scontrol requeue` of the shards job while it runs: the chain waits for it and completes, with shards
+  byte-identical to a by-hand build;
+- a dataset made invalid: the shards stage fails for good, and SLURM cancels the stages after it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from cluster import LocalSlurmCluster, wait_for  # on sys.path via conftest.py
+
+from launcher import pipeline, runs
+from lit import checkpoint
+from lit.config import Config, load_config, replace, save_config
+from tests.conftest import REPO
+
+WAIT = 600.0
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lit.data.toy import write_toy_inat
+
+    return write_toy_inat(tmp_path_factory.mktemp("pipeline-toy") / "inat", seed=0, train_per_class=24, val_per_class=4,
+                          image_size=64)
+
+
+def job(base: Path, root: Path, *extra: str) -> Config:
+    return load_config(None, [
+        f"name=pipe-{base.name}", f"run_dir={base / 'run'}", "cluster=slurm", f"data.root={root}",
+        f"data.train_shards={base / 'shards/train'}", f"data.val_shards={base / 'shards/val'}",
+        f"data.train_embeddings={base / 'emb/train'}", f"data.val_embeddings={base / 'emb/val'}",
+        "data.image_source=cached", "data.batch_size=8", "data.workers=0", "data.samples_per_epoch=64",
+        "shards.samples_per_shard=32", "shards.workers=1", "pipeline.embed_batch_size=16", "pipeline.stages=[shards,embed,train,eval]",
+        "train.epochs=2", "train.warmup_steps=2", "train.device=cpu", "train.log_every=1", "checkpoint.every_steps=4",
+        "eval.every_epochs=0", "eval.final=false",
+        "slurm.nodes=1", "slurm.tasks_per_node=1", "slurm.cpus_per_task=1", "slurm.mem_gb=2", "slurm.time_min=10",
+        "slurm.signal_delay_s=30", "slurm.partition=high", *extra,
+    ])
+
+
+def cli(cluster: LocalSlurmCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**cluster.env, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "launcher", *args], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=180)
+
+
+def submit(cluster: LocalSlurmCluster, cfg: Config) -> dict[str, str]:
+    path = Path(cfg.run_dir).parent / "job.yaml"
+    save_config(cfg, path)
+    done = cli(cluster, "submit", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    chain = pipeline.chains(cfg.run_dir)[-1]["stages"]
+    return {e["stage"]: e["job_id"] for e in chain}
+
+
+def job_state(cluster: LocalSlurmCluster, job_id: str) -> str:
+    return cluster.wait_job(job_id, ENDED, timeout=WAIT)
+
+
+def logs(run_dir: Path) -> str:
+    return "\n".join(f"== {p}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(run_dir.rglob("*_log.*")))
+
+
+def drive_usr2_embed(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict[str, Any]:
+    cfg = job(base, root)
+    jobs = submit(cluster, cfg)
+    wait_for(lambda: list((base / "emb/train").glob(".emb-*.json")), WAIT, "the first embedded shard")
+    cluster.run("scancel", "--signal=USR2", jobs["embed"])
+    states = {stage: job_state(cluster, jid) for stage, jid in jobs.items()}
+    return {"cfg": cfg, "jobs": jobs, "states": states, "status": cli(cluster, "status", cfg.run_dir, "--json"),
+            "table": cli(cluster, "status", cfg.run_dir)}
+
+
+def drive_requeue_shards(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict[str, Any]:
+    cfg = job(base, root)
+    jobs = submit(cluster, cfg)
+    wait_for(lambda: runs.slurm_state(jobs["shards"]) == "RUNNING", WAIT, "the shards job to run")
+    cluster.run("scontrol", "requeue", jobs["shards"])
+    states = {stage: job_state(cluster, jid) for stage, jid in jobs.items()}
+    return {"cfg": cfg, "jobs": jobs, "states": states, "info": cluster.job_info(jobs["shards"])}
+
+
+def drive_failing(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict[str, Any]:
+    broken = base / "inat"
+    shutil.copytree(root, broken, ignore=shutil.ignore_patterns("train", "val"))  # the JSON files are enough to fail
+    (broken / "train.json").write_text('{"images": [')
+    cfg = job(base, broken)
+    jobs = submit(cluster, cfg)
+    states = {stage: job_state(cluster, jid) for stage, jid in jobs.items()}
+    return {"cfg": cfg, "jobs": jobs, "states": states, "table": cli(cluster, "status", cfg.run_dir),
+            "rows": pipeline.status(cfg.run_dir)}
+
+
+@pytest.fixture(scope="module")
+def pipelines(slurm_cluster: LocalSlurmCluster, toy_root: Path,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[dict[str, Any]]]]:
+    base = tmp_path_factory.mktemp("pipelines")
+    drivers = {"usr2-embed": drive_usr2_embed, "requeue-shards": drive_requeue_shards, "failing": drive_failing}
+    with ThreadPoolExecutor(max_workers=len(drivers)) as pool:
+        yield {name: pool.submit(drive, slurm_cluster, base / name, toy_root) for name, drive in drivers.items()}
+
+
+def by_hand(cfg: Config, base: Path) -> Config:
+    """The same stages in this process, one after the other, into `base`."""
+    from lit.stages import run_embed, run_shards
+    from lit.train.run import run
+
+    cfg = replace(cfg, run_dir=str(base / "run"), cluster="debug",
+                  data=replace(cfg.data, train_shards=str(base / "shards/train"), val_shards=str(base / "shards/val"),
+                               train_embeddings=str(base / "emb/train"), val_embeddings=str(base / "emb/val")))
+    assert run_shards(cfg, lambda: False) == "done" and run_embed(cfg, lambda: False) == "done"
+    assert run(cfg) == 0
+    return cfg
+
+
+def final_weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    found = checkpoint.choose(run_dir)
+    assert found is not None
+    return found[1]["model"]
+
+
+def test_one_command_runs_every_stage_and_an_interrupted_embed_goes_on(pipelines: dict, tmp_path: Path) -> None:
+    out = pipelines["usr2-embed"].result(timeout=3 * WAIT)
+    cfg, run_dir = out["cfg"], Path(out["cfg"].run_dir)
+    assert out["states"] == dict.fromkeys(("shards", "embed", "train", "eval"), "COMPLETED"), logs(run_dir)
+    embed_home = pipeline.home(cfg, "embed")
+    assert len(runs.attempts(embed_home)) == 2  # stopped on USR2, requeued, went on
+    stops = [r for r in runs.metrics(embed_home) if r["type"] == "stop"]
+    assert len(stops) == 1 and "SIGUSR2" in stops[0]["reason"]
+    result = json.loads((run_dir / "eval/final/results.json").read_text())
+    assert result["num_classes"] == 32 and result["num_samples"] == 128 and 0 <= result["top1"] <= 100
+    status = json.loads(out["status"].stdout)
+    assert [(s["stage"], s["state"]) for s in status["stages"]] == [
+        ("shards", "COMPLETED"), ("embed", "COMPLETED"), ("train", "COMPLETED"), ("eval", "COMPLETED")]
+    assert "top-1" in status["stages"][3]["progress"] and "pipeline stages" in out["table"].stdout
+    hand = by_hand(cfg, tmp_path)
+    ours, theirs = final_weights(run_dir), final_weights(hand.run_dir)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    again = pipeline.plan(cfg, ["shards", "embed", "train", "eval"])  # a second submission would skip every stage
+    assert [s.complete for _, s in again] == [True, True, True, True]
+
+
+def test_a_requeued_shards_stage_holds_the_chain_and_its_shards_are_identical(pipelines: dict, tmp_path: Path) -> None:
+    out = pipelines["requeue-shards"].result(timeout=3 * WAIT)
+    cfg, run_dir = out["cfg"], Path(out["cfg"].run_dir)
+    assert out["states"] == dict.fromkeys(("shards", "embed", "train", "eval"), "COMPLETED"), logs(run_dir)
+    assert int(out["info"]["Restarts"]) >= 1
+    from lit.stages import run_shards
+
+    hand = replace(cfg, data=replace(cfg.data, train_shards=str(tmp_path / "train"), val_shards=str(tmp_path / "val")))
+    assert run_shards(hand, lambda: False) == "done"
+    for split in ("train", "val"):
+        mine = {p.name: p.read_bytes() for p in sorted(Path(getattr(cfg.data, f"{split}_shards")).glob("*.tar"))}
+        theirs = {p.name: p.read_bytes() for p in sorted((tmp_path / split).glob("*.tar"))}
+        assert mine == theirs and mine
+
+
+def test_a_failed_stage_cancels_the_stages_after_it(pipelines: dict) -> None:
+    out = pipelines["failing"].result(timeout=3 * WAIT)
+    assert out["states"]["shards"] == "FAILED"
+    assert [out["states"][s] for s in ("embed", "train", "eval")] == ["CANCELLED"] * 3
+    rows = {r["stage"]: r for r in out["rows"]}
+    assert rows["shards"]["why"].startswith("not retried: deterministic") and "train.json" in rows["shards"]["why"]
+    for stage in ("embed", "train", "eval"):
+        assert "the shards stage before it failed" in rows[stage]["why"]
+    assert "DatasetError" in out["table"].stdout or "deterministic" in out["table"].stdout
