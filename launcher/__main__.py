@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", help="print a task's log (stdout and stderr)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--rank", type=int, default=0, help="global rank of the task (default 0)")
+    p.add_argument("--stage", choices=["shards", "embed", "train", "eval"], default=None,
+                   help="a pipeline stage's task (default: the training)")
     p.add_argument("--tail", type=int, default=200, metavar="N", help="last N lines of each file (0: all)")
     return parser
 
@@ -55,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from launcher import pipeline
+
     cfg = load_config(args.job, args.overrides)
-    if cfg.pipeline.stages or args.stages:
+    if pipeline.chosen_stages(cfg, args.stages) != ["train"]:
         return submit_pipeline(cfg, args)
     if args.dry_run:
         return dry_run(spec.prepare(cfg))
@@ -243,7 +247,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    paths = runs.log_files(Path(args.run_dir).resolve(), args.rank)
+    run_dir = Path(args.run_dir).resolve()
+    if args.stage and args.stage != "train":
+        from launcher import pipeline
+
+        run_dir = pipeline.home(runs.load_run_config(run_dir), args.stage)
+    paths = runs.log_files(run_dir, args.rank)
     found = False
     for path in paths:
         if not path.is_file():

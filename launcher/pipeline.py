@@ -147,7 +147,16 @@ def dry_run_text(cfg: Config, only: str | None = None) -> str:
 
 
 def chains(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every line of pipeline.jsonl: submissions and resumes (with their stages) and cancels."""
     return read_jsonl(Path(run_dir) / PIPELINE)
+
+
+def last_chain(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The stages of the newest submission or resume."""
+    submitted = [c for c in chains(run_dir) if "stages" in c]
+    if not submitted:
+        raise ConfigError(str(run_dir), "run_dir", f"no pipeline was submitted from this run directory ({PIPELINE} is missing)")
+    return list(submitted[-1]["stages"])
 
 
 def _progress(cfg: Config, stage: str) -> str:
@@ -175,12 +184,9 @@ def _progress(cfg: Config, stage: str) -> str:
 def status(run_dir: str | Path) -> list[dict[str, Any]]:
     """One row per stage of the newest submission: job, SLURM state, attempts, progress, why it failed."""
     cfg = runs.load_run_config(run_dir)
-    submitted = chains(run_dir)
-    if not submitted:
-        raise ConfigError(str(run_dir), "run_dir", f"no pipeline was submitted from this run directory ({PIPELINE} is missing)")
     rows = []
     failed_before = ""
-    for entry in submitted[-1]["stages"]:
+    for entry in last_chain(run_dir):
         name = entry["stage"]
         where = home(cfg, name)
         row: dict[str, Any] = {"stage": name, "job_id": entry["job_id"], "progress": _progress(cfg, name), "why": ""}
@@ -202,10 +208,7 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def cancel(run_dir: str | Path) -> list[str]:
     """Cancel every job of the newest submission that is still queued or running; returns their ids."""
-    submitted = chains(run_dir)
-    if not submitted:
-        raise ConfigError(str(run_dir), "run_dir", f"no pipeline was submitted from this run directory ({PIPELINE} is missing)")
-    ids = [e["job_id"] for e in submitted[-1]["stages"] if e["job_id"] and runs.is_active(runs.slurm_state(e["job_id"]))]
+    ids = [e["job_id"] for e in last_chain(run_dir) if e["job_id"] and runs.is_active(runs.slurm_state(e["job_id"]))]
     if ids:
         import subprocess
 
@@ -221,10 +224,9 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None) -> list[dict
     cfg = runs.load_run_config(run_dir)
     if overrides:
         cfg = with_overrides(cfg, overrides)
-    submitted = chains(run_dir)
-    names = [e["stage"] for e in submitted[-1]["stages"]] if submitted else list(cfg.pipeline.stages or ("train",))
-    active = [e["job_id"] for e in (submitted[-1]["stages"] if submitted else []) if e["job_id"]
-              and runs.is_active(runs.slurm_state(e["job_id"]))]
+    chain = last_chain(run_dir)
+    names = [e["stage"] for e in chain]
+    active = [e["job_id"] for e in chain if e["job_id"] and runs.is_active(runs.slurm_state(e["job_id"]))]
     if active:
         raise ConfigError(str(run_dir), "run_dir", f"jobs {', '.join(active)} of this pipeline are still queued or running: "
                           f"wait for them or `python -m launcher cancel {run_dir}` first")
@@ -235,5 +237,5 @@ def is_pipeline(run_dir: str | Path) -> bool:
     return (Path(run_dir) / PIPELINE).is_file()
 
 
-__all__ = ["PIPELINE", "cancel", "chains", "chosen_stages", "dry_run_text", "home", "is_pipeline", "plan",
+__all__ = ["PIPELINE", "cancel", "chains", "last_chain", "chosen_stages", "dry_run_text", "home", "is_pipeline", "plan",
            "resume", "stage_config", "status", "submit"]

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("lit.train.cli_export", "export a checkpoint as weights open_clip loads directly"),
     "eval": ("lit.eval.cli", "zero-shot top-1/top-5 and per-rank accuracy of a checkpoint"),
     "predict": ("lit.eval.cli_predict", "top-k species of images with their taxonomy"),
+    "models": ("lit.models.cli", "prepare the towers a job names on a login node (download, check, sha256 sums); verify them"),
     "doctor": ("lit.doctor", "check the runtime: torch, CUDA, GPUs, cuDNN, NCCL, job paths"),
 }
 

@@ -323,7 +323,11 @@ def job_checks(cfg: Config) -> list[Check]:
     checks.append(_writable_check("run_dir", cfg.run_dir))
     weights = [_weights_check(k, v) for k, v in (("model.pretrained", cfg.model.pretrained),
                                                   ("model.image_weights", cfg.model.image_weights))]
-    checks += [c for c in weights if c is not None]
+    from lit.models.verify import model_checks  # prepared towers: sha256 sums, source, activation (lit models prepare)
+
+    prepared = model_checks(cfg)
+    covered = {c.name for c in prepared}
+    checks += [c for c in weights if c is not None and c.name not in covered] + prepared
     image = cfg.container.image
     if image and (os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")):
         checks.append(Check("container.image", "ok", f"{image} (running inside the container)"))

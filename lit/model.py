@@ -251,6 +251,9 @@ def fingerprint(model: nn.Module, preprocess_val: Any) -> str:
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     h.update(repr(preprocess_val).encode())
+    # the activation is not in the weights: a QuickGELU tower (OpenAI's ViT-L/14) computes other features than a GELU one
+    if any(type(m).__name__ == "QuickGELU" for m in submodule(model, "visual").modules()):
+        h.update(b"act:QuickGELU")
     return h.hexdigest()
 
 

@@ -172,8 +172,19 @@ def test_slurm_parameters() -> None:
     assert local["tasks_per_node"] == 2 and local["gpus_per_node"] == 0
 
 
-def test_dry_run_of_the_paper_job(capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_of_the_paper_jobs_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["submit", str(PAPER[1]), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# pipeline of inat21-vitl14-warmup1000: shards → embed → train → eval")
+    shards, embed, train, evaluate = text.split("## stage ")[1:]
+    assert "#SBATCH --cpus-per-task=32" in shards and "--gpus-per-node" not in shards and "#SBATCH --time=240" in shards
+    assert "#SBATCH --gpus-per-node=8" in embed and "#SBATCH --nodes=2" in embed and "#SBATCH --time=120" in embed
+    assert "afterok:<job id of embed>" in train and "#SBATCH --time=1440" in train
+    assert "#SBATCH --nodes=1" in evaluate and "#SBATCH --gpus-per-node=8" in evaluate
+
+
+def test_dry_run_of_the_paper_jobs_training(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["submit", str(PAPER[1]), "--dry-run", "--stages", "train"]) == 0
     text = capsys.readouterr().out
     for line in ("#SBATCH --nodes=2", "#SBATCH --gpus-per-node=8", "#SBATCH --ntasks-per-node=8",
                  "#SBATCH --signal=USR2@300", "#SBATCH --time=1440", "#SBATCH --requeue",

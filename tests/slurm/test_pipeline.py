@@ -1,12 +1,14 @@
 """The whole job as one submission on the real 2-node cluster: shards → embed → train → eval as afterok-chained jobs.
 
-Three pipelines run at once (each stage a 1-CPU job on the `high` partition), with the embedded default
-model (EfficientNet-Lite0 + MiniLM, so that embedding takes long enough to be interrupted):
+Four pipelines run at once (each stage a 1-CPU job on the `high` partition); the first uses the embedded
+default model (EfficientNet-Lite0 + MiniLM, so that embedding takes long enough to be interrupted), the
+others the tiny random model:
 - USR2 to the embed job once it has written a shard: it finishes the shards in flight, requeues, goes on;
   the final weights equal a by-hand run of the same stages in this process;
 - `scontrol requeue` of the shards job while it runs: the chain waits for it and completes, with shards
   byte-identical to a by-hand build;
-- a dataset made invalid: the shards stage fails for good, and SLURM cancels the stages after it.
+- a dataset made invalid: the shards stage fails for good, and SLURM cancels the stages after it;
+- `cancel` once the shards are written, then `resume`: it submits again from the first unfinished stage.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def submit(cluster: LocalSlurmCluster, cfg: Config) -> dict[str, str]:
     save_config(cfg, path)
     done = cli(cluster, "submit", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
-    chain = pipeline.chains(cfg.run_dir)[-1]["stages"]
+    chain = pipeline.last_chain(cfg.run_dir)
     return {e["stage"]: e["job_id"] for e in chain}
 
 
@@ -78,6 +80,24 @@ def logs(run_dir: Path) -> str:
     return "\n".join(f"== {p}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(run_dir.rglob("*_log.*")))
 
 
+TINY = ("model.name=lit-tiny", "model.image_weights=")
+
+
+def drive_cancel_resume(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict[str, Any]:
+    cfg = job(base, root, *TINY)
+    first = submit(cluster, cfg)
+    job_state(cluster, first["shards"])
+    cancelled = cli(cluster, "cancel", cfg.run_dir)
+    states = {stage: job_state(cluster, jid) for stage, jid in first.items()}
+    wait_for(lambda: not any(runs.is_active(runs.slurm_state(j)) for j in first.values()), WAIT, "the cancelled jobs to end")
+    after_cancel = pipeline.status(cfg.run_dir)
+    resumed = cli(cluster, "resume", cfg.run_dir)
+    second = {e["stage"]: e for e in pipeline.last_chain(cfg.run_dir)}
+    final = {s: job_state(cluster, e["job_id"]) for s, e in second.items() if e["job_id"]}
+    return {"cfg": cfg, "first": first, "states": states, "cancelled": cancelled, "after_cancel": after_cancel,
+            "resumed": resumed, "second": second, "final": final}
+
+
 def drive_usr2_embed(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict[str, Any]:
     cfg = job(base, root)
     jobs = submit(cluster, cfg)
@@ -85,11 +105,11 @@ def drive_usr2_embed(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict
     cluster.run("scancel", "--signal=USR2", jobs["embed"])
     states = {stage: job_state(cluster, jid) for stage, jid in jobs.items()}
     return {"cfg": cfg, "jobs": jobs, "states": states, "status": cli(cluster, "status", cfg.run_dir, "--json"),
-            "table": cli(cluster, "status", cfg.run_dir)}
+            "table": cli(cluster, "status", cfg.run_dir), "logs": cli(cluster, "logs", cfg.run_dir, "--stage", "embed")}
 
 
 def drive_requeue_shards(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict[str, Any]:
-    cfg = job(base, root)
+    cfg = job(base, root, *TINY)
     jobs = submit(cluster, cfg)
     wait_for(lambda: runs.slurm_state(jobs["shards"]) == "RUNNING", WAIT, "the shards job to run")
     cluster.run("scontrol", "requeue", jobs["shards"])
@@ -101,7 +121,7 @@ def drive_failing(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict[st
     broken = base / "inat"
     shutil.copytree(root, broken, ignore=shutil.ignore_patterns("train", "val"))  # the JSON files are enough to fail
     (broken / "train.json").write_text('{"images": [')
-    cfg = job(base, broken)
+    cfg = job(base, broken, *TINY)
     jobs = submit(cluster, cfg)
     states = {stage: job_state(cluster, jid) for stage, jid in jobs.items()}
     return {"cfg": cfg, "jobs": jobs, "states": states, "table": cli(cluster, "status", cfg.run_dir),
@@ -112,7 +132,8 @@ def drive_failing(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict[st
 def pipelines(slurm_cluster: LocalSlurmCluster, toy_root: Path,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[dict[str, Any]]]]:
     base = tmp_path_factory.mktemp("pipelines")
-    drivers = {"usr2-embed": drive_usr2_embed, "requeue-shards": drive_requeue_shards, "failing": drive_failing}
+    drivers = {"usr2-embed": drive_usr2_embed, "requeue-shards": drive_requeue_shards, "failing": drive_failing,
+               "cancel-resume": drive_cancel_resume}
     with ThreadPoolExecutor(max_workers=len(drivers)) as pool:
         yield {name: pool.submit(drive, slurm_cluster, base / name, toy_root) for name, drive in drivers.items()}
 
@@ -150,6 +171,7 @@ def test_one_command_runs_every_stage_and_an_interrupted_embed_goes_on(pipelines
     assert [(s["stage"], s["state"]) for s in status["stages"]] == [
         ("shards", "COMPLETED"), ("embed", "COMPLETED"), ("train", "COMPLETED"), ("eval", "COMPLETED")]
     assert "top-1" in status["stages"][3]["progress"] and "pipeline stages" in out["table"].stdout
+    assert out["logs"].returncode == 0 and "stop requested: finishing" in out["logs"].stdout
     hand = by_hand(cfg, tmp_path)
     ours, theirs = final_weights(run_dir), final_weights(hand.run_dir)
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -181,3 +203,17 @@ def test_a_failed_stage_cancels_the_stages_after_it(pipelines: dict) -> None:
     for stage in ("embed", "train", "eval"):
         assert "the shards stage before it failed" in rows[stage]["why"]
     assert "DatasetError" in out["table"].stdout or "deterministic" in out["table"].stdout
+
+
+def test_cancel_stops_the_chain_and_resume_goes_on_from_the_first_unfinished_stage(pipelines: dict) -> None:
+    out = pipelines["cancel-resume"].result(timeout=3 * WAIT)
+    run_dir = Path(out["cfg"].run_dir)
+    assert out["cancelled"].returncode == 0 and "cancelled jobs" in out["cancelled"].stdout, out["cancelled"].stderr
+    assert out["states"]["shards"] == "COMPLETED"
+    assert "CANCELLED" in {out["states"][s] for s in ("embed", "train", "eval")}, logs(run_dir)
+    assert out["resumed"].returncode == 0, out["resumed"].stdout + out["resumed"].stderr
+    assert out["second"]["shards"]["skipped"] and "complete" in out["second"]["shards"]["detail"]
+    assert out["final"] == {"embed": "COMPLETED", "train": "COMPLETED", "eval": "COMPLETED"} or (
+        out["second"]["embed"]["skipped"] and out["final"] == {"train": "COMPLETED", "eval": "COMPLETED"}), logs(run_dir)
+    assert [r["type"] for r in pipeline.chains(run_dir)] == ["submit", "cancel", "resume"]
+    assert (run_dir / "eval/final/results.json").is_file()
