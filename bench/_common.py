@@ -202,3 +202,38 @@ def ratios(num: list[float], den: list[float]) -> list[float]:
     return [a / b for a, b in zip(num, den)]
 
 
+
+
+def jpegs(root: Path, split: str) -> list[bytes]:
+    """The bytes of a toy split's JPEGs, read once (a decode measurement reads no disk)."""
+    from lit.data.inat import load_split
+
+    return [(root / img.file_name).read_bytes() for img in load_split(root, split).images]
+
+
+def decode_rate(data: Sequence[bytes], transform: Callable[[Any], Any]) -> Callable[[], float]:
+    """A run of images/s on one core: PIL decode of each JPEG to RGB, then `transform` (as a loader worker runs it)."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    def go() -> float:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a loader worker runs single-threaded
+        try:
+            start = time.perf_counter()
+            for raw in data:
+                transform(Image.open(io.BytesIO(raw)).convert("RGB"))
+            return len(data) / (time.perf_counter() - start)
+        finally:
+            torch.set_num_threads(threads)
+    return go
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its waited-for children (DataLoader workers once joined, tar, writers)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime

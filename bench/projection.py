@@ -5,24 +5,25 @@ ViT-L-14 forward per image, and the text tower's forward+backward per caption at
 lit trims the paper's captions to (the longest caption of a 256-sample per-GPU batch, over
 the real categories) and at the 77 tokens open_clip pads to. Measured here: JPEG decode plus
 open_clip's train (and eval) transform of 500x375 images (iNat2021's size) on one core, the
-data-loading ceiling of the raw path. The rest are stated assumptions (ASSUMED below).
+data-loading ceiling of the raw path. Measured by the `embed` benchmark (earlier in the same
+`make bench` run, else here): the share of its workers' one-core decode rate that `lit embed`'s
+pipeline reaches, which scales the `lit embed` path's loading. The rest are stated assumptions
+(ASSUMED below).
 """
 
 from __future__ import annotations
 
 import random
 import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
-from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import _common as common
+from bench import embed as embed_bench
 
 REPEATS = 3
 TRAIN_IMAGES = 2_686_843
@@ -71,29 +72,9 @@ def trimmed_length(cats: list[Any], batch: int, batches: int = 200) -> tuple[flo
 
 def decode_variants() -> tuple[dict[str, Callable[[], float]], int]:
     """Images/s on one core: PIL decode + open_clip's train / eval transform of 500x375 JPEGs."""
-    from lit.data.inat import load_split
-
-    root = common.toy_root(1, 0, (500, 375))
-    files = [root / img.file_name for img in load_split(root, "train").images]
-    data = [Path(f).read_bytes() for f in files]
-    transforms = {"train": open_clip.image_transform(224, is_train=True), "eval": open_clip.image_transform(224, is_train=False)}
-
-    def rate(kind: str) -> Callable[[], float]:
-        def go() -> float:
-            import io
-
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # a loader worker runs single-threaded
-            try:
-                start = time.perf_counter()
-                for raw in data:
-                    transforms[kind](Image.open(io.BytesIO(raw)).convert("RGB"))
-                return len(data) / (time.perf_counter() - start)
-            finally:
-                torch.set_num_threads(threads)
-        return go
-
-    return {"train": rate("train"), "eval": rate("eval")}, len(data)
+    data = common.jpegs(common.toy_root(1, 0, (500, 375)), "train")
+    return {kind: common.decode_rate(data, open_clip.image_transform(224, is_train=kind == "train"))
+            for kind in ("train", "eval")}, len(data)
 
 
 def compute_hours(flop_per_sample: float, samples: float, utilization: float | None = None) -> float:
@@ -104,8 +85,18 @@ def compute_hours(flop_per_sample: float, samples: float, utilization: float | N
 
 
 def loading_hours(samples: float, decode_rate: float) -> float:
-    """Hours of JPEG decoding and transforms by the assumed loader cores."""
+    """Hours of JPEG decoding and transforms by the assumed loader cores, each at `decode_rate` images/s."""
     return samples / (decode_rate * ASSUMED["gpus"] * ASSUMED["loader_cores_per_gpu"]) / 3600
+
+
+def embed_share() -> tuple[list[float], dict[str, Any]]:
+    """Per round, the share of its workers' one-core decode rate `lit embed` reached (bench.embed's figures) and their origin."""
+    fig = embed_bench.cheap_figures(REPEATS)
+    share = embed_bench.efficiency(fig["embed"], fig["decode_own"], int(fig["workers"]))
+    about = {"measured_by": fig["measured_by"], "workers": fig["workers"], "external_load_cores": fig.get("external_load_cores"),
+             "embed_images_s": round(statistics.median(fig["embed"]), 1),
+             "decode_own_1core_images_s": round(statistics.median(fig["decode_own"]), 1)}
+    return share, about
 
 
 def run() -> list[dict[str, Any]]:
@@ -115,6 +106,7 @@ def run() -> list[dict[str, Any]]:
     batch_len, mean_len = trimmed_length(cats, int(ASSUMED["per_gpu_batch"]))
     length = round(batch_len)
     f_trim, f_full = text_flops(length), text_flops(77)
+    share, share_source = embed_share()
     variants, n_images = decode_variants()
     for v in variants.values():
         v()
@@ -122,11 +114,13 @@ def run() -> list[dict[str, Any]]:
     load = common.external_load()
     samples = EPOCHS * TRAIN_IMAGES
     med = statistics.median
+    # what `lit embed`'s pipeline delivers per loader core: one core's eval-transform rate x the measured share
+    embed_rates = [r * med(share) for r in runs["eval"]]
     # (label, FLOPs per sample, samples, decode rates or None) → projected hours per round: max(compute, loading)
     paths = {
         "open_clip_train (raw, 77 tokens)": (f_img + f_full, samples, runs["train"]),
         f"lit raw ({length} tokens)": (f_img + f_trim, samples, runs["train"]),
-        "lit cached: `lit embed` once": (f_img, TRAIN_IMAGES, runs["eval"]),
+        "lit cached: `lit embed` once": (f_img, TRAIN_IMAGES, embed_rates),
         f"lit cached: 18 epochs on the cache ({length} tokens)": (f_trim, samples, None),
     }
     no_rates: list[float | None] = [None] * REPEATS
@@ -162,9 +156,18 @@ def run() -> list[dict[str, Any]]:
         f"- V100 SXM2 fp16 tensor-core peak {a['v100_fp16_tensor_tflops']:.0f} TFLOP/s per GPU, sustained at "
         f"{a['utilization']:.0%} of peak: an assumption (for scale, this machine's CPU text step reaches the share of "
         "its fp32 matmul peak that the `compute` benchmark reports).",
-        f"- Data loading: {a['loader_cores_per_gpu']} loader cores per GPU (the jobs' cpus_per_task 5), each decoding and "
-        f"transforming {med(runs['train']):.0f} images/s (train transform) or {med(runs['eval']):.0f} (eval transform, "
-        f"for `lit embed`), as measured here on one core with 500x375 JPEGs (iNat2021's size). The cached path reads "
+        f"- Data loading: {a['loader_cores_per_gpu']} loader cores per GPU (the jobs' cpus_per_task 5: assumed), each "
+        f"decoding and transforming at one core's rate measured here with 500x375 JPEGs (iNat2021's size): "
+        f"{med(runs['train']):.0f} images/s with the train transform (the raw paths: their loaders are assumed to reach "
+        f"that rate on every core) and {med(runs['eval']):.0f} with the eval transform, of which `lit embed`'s pipeline "
+        f"reaches the measured share {med(share):.2f} ({med(embed_rates):.0f} images/s per loader core). That share is "
+        f"measured by {share_source['measured_by']}: `embed_folder` with a cheap tower (lit-tiny) and "
+        f"{share_source['workers']} workers on this machine's CPU ({share_source['embed_images_s']:,.0f} images/s) against "
+        f"{share_source['workers']} x one core's decode with that tower's preprocess "
+        f"({share_source['decode_own_1core_images_s']:,.0f} images/s). Still assumed: that the share holds at "
+        f"{a['loader_cores_per_gpu']} workers per GPU with a core of their own for the main process (here the workers share "
+        "2 cores with it and with other users, so the share is a floor), and the tower's forward at the assumed "
+        "utilization (the GPU figures of `bench/gpu_check.py` stay open: no GPU here). The cached path reads "
         "1.5 KB per sample (768 fp16) and decodes nothing.",
         "- Not included: evaluation passes, checkpoint writes, start-up, and communication (assumed overlapped: "
         "the text tower's gradients are 41M parameters per step).",
@@ -174,11 +177,13 @@ def run() -> list[dict[str, Any]]:
          "params": {"assumed": ASSUMED, "images": n_images, "image_gflop": round(f_img / 1e9, 2),
                     "text_gflop": {str(length): round(f_trim / 1e9, 3), "77": round(f_full / 1e9, 3)},
                     "trimmed_length": round(batch_len, 2), "categories": source,
-                    "external_load_cores": load}},
+                    "external_load_cores": load, "lit_embed_share": share_source}},
         {"metric": "JPEG decode + eval transform, 500x375, 1 core", "unit": "images/s", "values": runs["eval"]},
         {"metric": "paper scale: open_clip_train", "unit": "h (projected)", "values": oc},
         {"metric": "paper scale: lit raw", "unit": "h (projected)", "values": raw},
         {"metric": "paper scale: lit cached (embed once + train)", "unit": "h (projected)", "values": cached},
         {"metric": "paper scale: open_clip_train / lit cached", "unit": "ratio", "values": common.ratios(oc, cached)},
+        {"metric": "lit embed: share of its workers' one-core decode rate (measured, used above)", "unit": "ratio",
+         "values": share, "note": f"from {share_source['measured_by']}"},
         {"section": "Paper scale, projected", "markdown": section},
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -137,18 +138,24 @@ def embed_folder(cfg: Config, source: str | Path, out: str | Path, batch_size: i
     """Embed every shard of `source` into `out`; rank 0 returns the manifest, others None.
 
     `workers` DataLoader processes per rank decode and preprocess (default: data.workers).
-    `should_stop` is asked after each written shard: when it says so, every rank stops after
-    its shards in flight are written, and `{"stopped": True, ...}` is returned (a re-run goes on).
+    `should_stop` is asked after each batch: once it says so, every rank finishes the shards in
+    flight (and starts no other), and `{"stopped": True, ...}` is returned (a re-run goes on).
     """
     if dtype not in DTYPES:
         raise ConfigError("", "dtype", f"{dtype!r} is not one of {list(DTYPES)}")
     info = dist.resolve()
     dev = dist.pick_device(info, device)
     dist.init(info, dev)
+    workers = cfg.data.workers if workers is None else workers
+    threads = torch.get_num_threads()
+    if dev.type == "cpu" and workers > 0:
+        # the workers decode on their own cores: a tower forward with a thread per core would fight them
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - workers))
     try:
-        return _embed(cfg, open_folder(source, "source"), Path(out), batch_size, dtype, dev, info,
-                      cfg.data.workers if workers is None else workers, should_stop or (lambda: False))
+        return _embed(cfg, open_folder(source, "source"), Path(out), batch_size, dtype, dev, info, workers,
+                      should_stop or (lambda: False))
     finally:
+        torch.set_num_threads(threads)
         dist.shutdown()
 
 
