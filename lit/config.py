@@ -62,12 +62,21 @@ class DataConfig:
     """Samples that make one epoch; 0 takes the training manifest's sample count."""
     augment: bool = False
     """Use the image tower's open_clip training transform (random resized crop) on the raw path."""
+    views: int = 1
+    """Augmented views per image: `lit embed` caches this many (view 0 plain), training shows one per sample per epoch (raw too)."""
+    view_policy: Literal["crop-flip", "openclip"] = "crop-flip"
+    """How views 1..K-1 are made: crop-flip (random resized crop 0.5-1 and flip) or openclip (the tower's training transform)."""
+    view_seed: int = 0
+    """Seed of the views (with each sample's key and the view index): a re-run of `lit embed` writes identical files."""
 
     def validate(self) -> None:
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
         _check(self.shuffle_buffer >= 0, "shuffle_buffer", f"must be >= 0, got {self.shuffle_buffer}")
         _check(self.samples_per_epoch >= 0, "samples_per_epoch", f"must be >= 0, got {self.samples_per_epoch}")
+        _check(self.views >= 1, "views", f"must be >= 1, got {self.views}")
+        _check(self.views == 1 or not self.augment, "augment",
+               f"views={self.views} augments through its seeded views: set data.augment=false")
 
 
 @dataclass(frozen=True)

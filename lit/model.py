@@ -242,6 +242,11 @@ def image_tower_locked(model: nn.Module) -> bool:
     return not any(p.requires_grad for p in submodule(model, "visual").parameters())
 
 
+def preprocess_cfg(model: nn.Module) -> dict[str, Any]:
+    """The image tower's open_clip preprocessing config (size, mean, std, interpolation, resize mode)."""
+    return dict(getattr(submodule(model, "visual"), "preprocess_cfg", None) or {})
+
+
 def fingerprint(model: nn.Module, preprocess_val: Any) -> str:
     """sha256 of the image tower's weights and buffers plus the eval preprocessing: identifies a cache."""
     h = hashlib.sha256()

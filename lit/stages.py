@@ -78,6 +78,8 @@ def embed_state(cfg: Config) -> StageState:
         if m.get("model") != cfg.model.name or m.get("dtype") != cfg.pipeline.embed_dtype:
             return StageState(False, f"{emb}: made by {m.get('model')} in {m.get('dtype')}, the job asks for "
                                      f"{cfg.model.name} in {cfg.pipeline.embed_dtype}")
+        if emb == cfg.data.train_embeddings and int(m.get("views", 1)) != cfg.data.views:
+            return StageState(False, f"{emb}: {m.get('views', 1)} view(s) per image, the job asks for {cfg.data.views}")
     return StageState(True, "train and val embeddings complete")
 
 
@@ -134,8 +136,10 @@ def run_embed(cfg: Config, should_stop: Callable[[], bool]) -> str:
     """Both splits' embeddings with the job's frozen tower: 'done' or 'stopped'."""
     from lit.data.embed import embed_folder
 
-    for _, shards, emb in splits(cfg):
-        result = embed_folder(cfg, shards, emb, batch_size=cfg.pipeline.embed_batch_size, dtype=cfg.pipeline.embed_dtype,
+    for split, shards, emb in splits(cfg):
+        # validation is evaluated on the plain view: its cache needs no augmented ones
+        job = cfg if split == "train" else replace(cfg, data=replace(cfg.data, views=1))
+        result = embed_folder(job, shards, emb, batch_size=cfg.pipeline.embed_batch_size, dtype=cfg.pipeline.embed_dtype,
                               device=cfg.train.device, should_stop=should_stop)
         if result is not None and result.get("stopped"):
             return "stopped"

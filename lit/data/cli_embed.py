@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--views", type=int, default=None, metavar="K",
+                        help="augmented views per image (data.views; view 0 plain, the others seeded by key)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
 
 
@@ -21,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
     from lit.data.embed import embed_folder
     from lit.log import console
 
-    manifest = embed_folder(load_config(args.config, args.overrides), args.shards, args.out, args.batch_size, args.dtype, args.device)
+    overrides = [*args.overrides, *([f"data.views={args.views}"] if args.views is not None else [])]
+    manifest = embed_folder(load_config(args.config, overrides), args.shards, args.out, args.batch_size, args.dtype, args.device)
     if manifest is not None:
         console.print(f"[green]{manifest['total_samples']} embeddings[/green] in {len(manifest['shards'])} shards → {args.out} "
                       f"(tower fingerprint {manifest['fingerprint'][:12]})")

@@ -29,9 +29,10 @@ from lit import dist
 from lit.config import Config
 from lit.configlib import ConfigError
 from lit.data.folders import ShardFolder, open_folder
+from lit.data.views import make_view, train_transform
 from lit.io import atomic_file, write_json
 from lit.log import console, logger
-from lit.model import build_model, clip_api, fingerprint, image_tower_locked
+from lit.model import build_model, clip_api, fingerprint, image_tower_locked, preprocess_cfg
 
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -68,9 +69,18 @@ class ShardImages(torch.utils.data.IterableDataset):
     on the CPU), while batches still run across shard boundaries.
     """
 
-    def __init__(self, urls: list[str], counts: list[int], skip: set[int], preprocess: Any, batch_size: int) -> None:
+    def __init__(self, urls: list[str], counts: list[int], skip: set[int], preprocess: Any, batch_size: int,
+                 views: int = 1, view_seed: int = 0, view_transform: Any = None) -> None:
         self.urls, self.counts, self.skip = urls, counts, skip
         self.preprocess, self.batch_size = preprocess, batch_size
+        self.views, self.view_seed, self.view_transform = views, view_seed, view_transform
+
+    def _image(self, jpg: Any, key: str) -> torch.Tensor:
+        """The plain view, or all K views stacked ([K, C, H, W]; view 0 plain, the others seeded by key)."""
+        if self.views == 1:
+            return self.preprocess(jpg)
+        return torch.stack([make_view(jpg, key, v, self.view_seed, self.preprocess, self.view_transform)
+                            for v in range(self.views)])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -103,7 +113,7 @@ class ShardImages(torch.utils.data.IterableDataset):
             if "jpg" not in s:
                 yield replace(item, bad="no jpg"), None
                 continue
-            yield item, self.preprocess(s["jpg"])
+            yield item, self._image(s["jpg"], item.key)
         if not samples:
             yield Item(index, "", None, -1, None, 0, bad="empty shard"), None
 
@@ -125,6 +135,12 @@ def _write_shard(out: Path, url: str, rows: list[tuple[Item, np.ndarray | None]]
                 count += 1
         writer.close()
     return {"name": out.name, "samples": count, "sha256": _sha256(out), "source": Path(url).name, "skipped": bad}
+
+
+def view_spec(cfg: Config) -> dict[str, Any]:
+    """What a cache's views depend on (recorded in its manifest and in each shard's record)."""
+    views = cfg.data.views
+    return {"views": views, "view_policy": cfg.data.view_policy if views > 1 else "", "view_seed": cfg.data.view_seed if views > 1 else 0}
 
 
 def _progress(disable: bool) -> Progress:
@@ -169,14 +185,17 @@ def _embed(cfg: Config, folder: ShardFolder, out: Path, batch_size: int, dtype: 
     model = clip_api(built.model.eval())
     tower_fp = fingerprint(built.model, built.preprocess_val)
     out.mkdir(parents=True, exist_ok=True)
-    done = _complete_parts(out, tower_fp, dtype)
+    spec = view_spec(cfg)
+    done = _complete_parts(out, tower_fp, dtype, spec)
     entries = folder.manifest["shards"]
     mine = [i for i in range(len(folder.urls)) if i % info.world_size == info.rank]
     urls = [folder.urls[i] for i in mine]
     counts = [int(entries[i]["samples"]) for i in mine]
     skip = {k for k, u in enumerate(urls) if "emb-" + Path(u).name in done}
     workers = max(0, min(workers, len(urls) - len(skip)))
-    data = ShardImages(urls, counts, skip, built.preprocess_val, batch_size)
+    views = cfg.data.views
+    train_tf = train_transform(cfg.data.view_policy, preprocess_cfg(built.model)) if views > 1 else None
+    data = ShardImages(urls, counts, skip, built.preprocess_val, batch_size, views, cfg.data.view_seed, train_tf)
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers, pin_memory=dev.type == "cuda",
                                          prefetch_factor=4 if workers else None)
     buffers: dict[int, list[tuple[Item, np.ndarray | None]]] = {}
@@ -191,7 +210,10 @@ def _embed(cfg: Config, folder: ShardFolder, out: Path, batch_size: int, dtype: 
             if batch["images"] is not None:
                 with torch.no_grad(), autocast:
                     images = batch["images"].to(dev, non_blocking=True)
-                    feats = iter(model.encode_image(images, normalize=False).float().cpu().numpy().astype(DTYPES[dtype]))
+                    n = images.shape[0]
+                    out_feats = model.encode_image(images.flatten(0, 1) if views > 1 else images, normalize=False)
+                    arr = out_feats.float().cpu().numpy().astype(DTYPES[dtype])
+                    feats = iter(arr.reshape(n, views, -1) if views > 1 else arr)
             for item in batch["items"]:
                 feat = None if item.bad else next(feats)
                 if finishing is not None and item.shard not in finishing:
@@ -201,7 +223,7 @@ def _embed(cfg: Config, folder: ShardFolder, out: Path, batch_size: int, dtype: 
                     rows = buffers.pop(item.shard)
                     name = "emb-" + Path(urls[item.shard]).name
                     entry = _write_shard(out / name, urls[item.shard], rows)
-                    entry.update(fingerprint=tower_fp, dtype=dtype)
+                    entry.update(fingerprint=tower_fp, dtype=dtype, **spec)
                     write_json(out / f".{name}.json", entry, indent=None)
                     written += 1
             seen += len(batch["items"])
@@ -215,19 +237,21 @@ def _embed(cfg: Config, folder: ShardFolder, out: Path, batch_size: int, dtype: 
     stopped = dist.any_rank(written + len(skip) < len(urls), dev)  # some rank left shards for the next run
     dist.barrier()
     if stopped:
-        left = len(folder.urls) - len(_complete_parts(out, tower_fp, dtype))
+        left = len(folder.urls) - len(_complete_parts(out, tower_fp, dtype, spec))
         logger.warning("embedding stopped on request: %d shards left for the next run", left)
         return {"stopped": True, "shards_left": left}
     return _write_manifest(out, folder, tower_fp, dtype, cfg) if info.is_main else None
 
 
-def _complete_parts(out: Path, tower_fp: str, dtype: str) -> set[str]:
-    """Shards already embedded with this tower and dtype whose bytes still match."""
+def _complete_parts(out: Path, tower_fp: str, dtype: str, spec: dict[str, Any]) -> set[str]:
+    """Shards already embedded with this tower, dtype and views whose bytes still match."""
     done = set()
     for part in out.glob(".emb-*.json"):
         entry = json.loads(part.read_text())
         shard = out / entry["name"]
-        if entry.get("fingerprint") == tower_fp and entry.get("dtype") == dtype and shard.is_file() and _sha256(shard) == entry["sha256"]:
+        same = entry.get("fingerprint") == tower_fp and entry.get("dtype") == dtype and all(
+            entry.get(k, 1 if k == "views" else "" if k == "view_policy" else 0) == v for k, v in spec.items())
+        if same and shard.is_file() and _sha256(shard) == entry["sha256"]:
             done.add(entry["name"])
     return done
 
@@ -241,6 +265,7 @@ def _write_manifest(out: Path, folder: ShardFolder, tower_fp: str, dtype: str, c
         "fingerprint": tower_fp,
         "model": cfg.model.name,
         "dtype": dtype,
+        **view_spec(cfg),
         "source": str(folder.path.resolve()),
         "source_manifest_sha256": _sha256(folder.path / "manifest.json"),
         "shards": entries,

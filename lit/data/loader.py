@@ -24,6 +24,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lit.configlib import ConfigError
+from lit.data.views import make_view, pick_view
 from lit.log import logger
 
 
@@ -96,6 +97,11 @@ class Stream:
     preprocess: Callable[[Any], torch.Tensor] | None
     tokenizer: Callable[..., torch.Tensor] | None
     seed: int = 0
+    views: int = 1
+    """Views per image (`data.views`): one is picked per sample per epoch (`lit.data.views.pick_view`)."""
+    view_seed: int = 0
+    view_transform: Callable[[Any], torch.Tensor] | None = None
+    """Raw path with views > 1: the transform of views 1..K-1 (view 0 is `preprocess`)."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +116,15 @@ class ToTuple:
         key = sample["__key__"]
         stream = self.stream
         if stream.cached:
-            image = torch.from_numpy(np.asarray(sample["npy"]))
+            array = np.asarray(sample["npy"])
+            if array.ndim == 2:  # a cache of K views: this epoch's view when training on views, else the plain one
+                array = array[pick_view(stream.seed, self.epoch, key, array.shape[0]) if stream.views > 1 else 0]
+            image = torch.from_numpy(array)
         elif stream.preprocess is None:
             raise TypeError("a stream of raw images (cached=False) needs a preprocess")
+        elif stream.views > 1 and stream.view_transform is not None:
+            view = pick_view(stream.seed, self.epoch, key, stream.views)
+            image = make_view(sample["jpg"], key, view, stream.view_seed, stream.preprocess, stream.view_transform)
         elif self.augment_seeded:
             # Per-sample augmentation seed: identical whatever came before (exact resume).
             with torch.random.fork_rng(devices=[]):

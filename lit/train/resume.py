@@ -22,7 +22,8 @@ from lit.log import logger
 SCHEDULE_KEYS = (
     "train.lr", "train.min_lr", "train.warmup_steps", "train.schedule", "train.cooldown_steps", "train.epochs",
     "train.accum_steps", "train.seed", "data.batch_size", "data.samples_per_epoch", "data.workers",
-    "data.shuffle_buffer", "captions.recipe", "captions.mixed_recipes", "captions.prefix",
+    "data.shuffle_buffer", "data.views", "data.view_policy", "data.view_seed", "captions.recipe", "captions.mixed_recipes",
+    "captions.prefix",
 )
 """Config keys whose change in the middle of a run changes its learning rates or the samples it sees."""
 

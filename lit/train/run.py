@@ -21,9 +21,10 @@ from lit.config import Config, dump_config, save_config
 from lit.configlib import ConfigError
 from lit.data.folders import ShardFolder, open_folder
 from lit.data.loader import Stream, batch_counts, check_shard_count, make_loader, train_pipeline
+from lit.data.views import train_transform
 from lit.io import read_jsonl
 from lit.log import logger, setup_logging
-from lit.model import BuiltModel, build_model, describe, fingerprint
+from lit.model import BuiltModel, build_model, describe, fingerprint, preprocess_cfg
 from lit.train.loop import Trainer, rng_state, set_rng_state
 from lit.train.metrics_log import MetricsWriter
 from lit.train.optim import lr_at
@@ -71,14 +72,25 @@ def check_cache(cfg: Config, folder: ShardFolder, tower_fingerprint: str) -> Non
             f"{folder.path} was made by another image tower or preprocessing (fingerprint {str(made_with)[:12]} "
             f"vs this model's {tower_fingerprint[:12]}): rerun `lit embed` with this job's model",
         )
+    from lit.data.embed import view_spec
+
+    made = {k: folder.manifest.get(k, 1 if k == "views" else "" if k == "view_policy" else 0) for k in view_spec(cfg)}
+    if made != view_spec(cfg):
+        raise ConfigError(
+            "", "data.views",
+            f"{folder.path} holds views made with {made}, this job asks for {view_spec(cfg)}: rerun `lit embed` with "
+            "this job's data.views / data.view_policy / data.view_seed, or set them as the cache was made",
+        )
 
 
 def epoch_batches(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistInfo, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
     cached = cfg.data.image_source == "cached"
+    views = cfg.data.views
     stream = Stream(
         urls=folder.urls, cached=cached,
         preprocess=None if cached else (built.preprocess_train if cfg.data.augment else built.preprocess_val),
-        tokenizer=built.tokenizer, seed=cfg.train.seed,
+        tokenizer=built.tokenizer, seed=cfg.train.seed, views=views, view_seed=cfg.data.view_seed,
+        view_transform=train_transform(cfg.data.view_policy, preprocess_cfg(built.model)) if views > 1 and not cached else None,
     )
     # Workers skip whole rounds before decoding; the rest of a round is read and dropped here.
     rest = skip % max(1, cfg.data.workers)
