@@ -17,7 +17,7 @@ from typing import Any
 from launcher import logger, runs
 from launcher.retry import record_failure
 from launcher.submitit_api import Checkpointable, DelayedSubmission, JobEnvironment
-from launcher.task import _scrub_slurm_env, rendezvous_env, requeue
+from launcher.task import _scrub_slurm_env, rendezvous_env, requeue, wait_for_slurm
 from lit import signals, stages
 from lit.config import Config
 from lit.io import append_jsonl
@@ -63,10 +63,13 @@ class StageTask(Checkpointable):
             if env.global_rank == 0:
                 _mark(home, "done", stage=self.stage, outcome=outcome)
             return {"status": "finished", "stage": self.stage, "rank": env.global_rank}
+        saved = f"stage {self.stage}: complete shards"
         if env.global_rank == 0:
             _mark(home, "stop", stage=self.stage, reason=reason)
-            if "SIGUSR2" in reason or env.cluster != "slurm":
-                requeue(env, home, self.cfg.slurm.max_requeues, f"stage {self.stage}: complete shards", self.cfg.run_dir)
+        if "SIGTERM" in reason and "SIGUSR2" not in reason and env.cluster == "slurm":
+            wait_for_slurm(saved)  # a stage that exits 0 here would satisfy the next stage's afterok, unfinished
+        elif env.global_rank == 0:
+            requeue(env, home, self.cfg.slurm.max_requeues, saved, self.cfg.run_dir)
         return {"status": "stopped", "stage": self.stage, "rank": env.global_rank, "reason": reason}
 
     def _run(self, env: JobEnvironment) -> str:

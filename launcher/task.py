@@ -82,6 +82,14 @@ def _scrub_slurm_env() -> None:
         del os.environ[name]
 
 
+def wait_for_slurm(saved: str) -> None:
+    """After a TERM alone: exiting now could end the job as COMPLETED; SLURM requeues or ends it instead."""
+    logger.warning("SIGTERM: %s saved; waiting for SLURM to requeue or end the job", saved)
+    deadline = time.monotonic() + TERM_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+
+
 def requeue(env: JobEnvironment, home: str | Path, max_requeues: int, saved: str, run_dir: str) -> None:
     """Hand over to submitit's own handler: count, checkpoint(), requeue, exit (`home`: where the job's attempts are)."""
     done = runs.requeues_of(home, env.job_id)
@@ -145,7 +153,7 @@ class Task(Checkpointable):
         result = {"status": "stopped", "rank": env.global_rank, "step": step, "reason": reason}
         if "SIGTERM" in reason and "SIGUSR2" not in reason:
             if env.cluster == "slurm":
-                self._wait_for_slurm(step)
+                wait_for_slurm(f"checkpoint at step {step}")
             return result
         if env.global_rank == 0:
             self._requeue(env, step)
@@ -198,12 +206,6 @@ class Task(Checkpointable):
 
     def _requeue(self, env: JobEnvironment, step: int) -> None:
         requeue(env, self.cfg.run_dir, self.cfg.slurm.max_requeues, f"checkpoint at step {step}", self.cfg.run_dir)
-
-    def _wait_for_slurm(self, step: int) -> None:
-        logger.warning("SIGTERM: checkpoint at step %d saved; waiting for SLURM to requeue or end the job", step)
-        deadline = time.monotonic() + TERM_WAIT_S
-        while time.monotonic() < deadline:
-            time.sleep(1.0)
 
     @staticmethod
     def _quiet(env: JobEnvironment) -> None:
