@@ -8,7 +8,6 @@ config.yaml, attempts.jsonl, metrics.jsonl (start / stop / done lines) and submi
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
@@ -17,11 +16,10 @@ from typing import Any
 from launcher import logger, runs
 from launcher.retry import record_failure
 from launcher.submitit_api import Checkpointable, DelayedSubmission, JobEnvironment
-from launcher.task import _scrub_slurm_env, rendezvous_env, requeue, wait_for_slurm
+from launcher.task import requeue, task_environment, wait_for_slurm
 from lit import signals, stages
 from lit.config import Config
 from lit.io import append_jsonl
-from lit.log import setup_logging
 
 
 def _mark(home: Path, kind: str, **values: Any) -> None:
@@ -36,11 +34,7 @@ class StageTask(Checkpointable):
         self.master_addr, self.master_port = master_addr, master_port
 
     def __call__(self) -> dict[str, Any]:
-        env = JobEnvironment()
-        if env.cluster != "slurm":
-            _scrub_slurm_env()
-        os.environ.update(rendezvous_env(env, self.master_addr, self.master_port))
-        setup_logging(rank=env.global_rank)
+        env = task_environment(self.master_addr, self.master_port)
         home = Path(self.home)
         if env.global_rank == 0:
             record = runs.record_attempt(home, env.job_id, env.cluster, world_size=env.num_tasks, stage=self.stage)

@@ -82,6 +82,16 @@ def _scrub_slurm_env() -> None:
         del os.environ[name]
 
 
+def task_environment(master_addr: str | None, master_port: int | None) -> JobEnvironment:
+    """submitit's view of this task, with the rendezvous variables set and logging for its rank."""
+    env = JobEnvironment()
+    if env.cluster != "slurm":
+        _scrub_slurm_env()
+    os.environ.update(rendezvous_env(env, master_addr, master_port))
+    setup_logging(rank=env.global_rank)
+    return env
+
+
 def wait_for_slurm(saved: str) -> None:
     """After a TERM alone: exiting now could end the job as COMPLETED; SLURM requeues or ends it instead."""
     logger.warning("SIGTERM: %s saved; waiting for SLURM to requeue or end the job", saved)
@@ -116,11 +126,7 @@ class Task(Checkpointable):
         self.master_port = master_port
 
     def __call__(self) -> dict[str, Any]:
-        env = JobEnvironment()
-        if env.cluster != "slurm":
-            _scrub_slurm_env()
-        os.environ.update(rendezvous_env(env, self.master_addr, self.master_port))
-        setup_logging(rank=env.global_rank)
+        env = task_environment(self.master_addr, self.master_port)
         if preempt_signal(env) in boot.EARLY:  # the signal came while the task was loading: stop before training
             boot.EARLY.clear()
             logger.warning("%s arrived before training started", preempt_signal(env).name)

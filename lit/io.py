@@ -9,6 +9,7 @@ crash or a SIGKILL in the middle of a write.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -69,6 +70,15 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[IO[bytes]], Any
     return path
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB pieces."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
 def write_json(path: str | Path, data: Any, indent: int | None = 1) -> Path:
     """`data` as JSON (UTF-8, non-ASCII kept), atomically."""
     return atomic_write(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
@@ -104,4 +114,4 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-__all__ = ["append_jsonl", "atomic_file", "atomic_write", "fsync_dir", "read_jsonl", "temp_path", "write_json"]
+__all__ = ["append_jsonl", "atomic_file", "atomic_write", "file_sha256", "fsync_dir", "read_jsonl", "temp_path", "write_json"]

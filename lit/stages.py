@@ -9,7 +9,6 @@ stop (`should_stop`): it finishes the unit in flight (a shard, a training step) 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lit.config import STAGES, Config
-from lit.io import read_jsonl
+from lit.io import file_sha256, read_jsonl
 
 EVAL_DIR = "eval/final"
 """Where the eval stage writes results.json and its plots, inside the run directory."""
@@ -31,12 +30,6 @@ class StageState:
     detail: str
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _manifest(folder: str | Path) -> dict[str, Any] | None:
@@ -58,7 +51,7 @@ def shards_state(cfg: Config) -> StageState:
         if m is None:
             return StageState(False, f"{folder}: no manifest")
         annotations = Path(cfg.data.root) / f"{split}.json"
-        if annotations.is_file() and m.get("source", {}).get("sha256") != _sha256(annotations):
+        if annotations.is_file() and m.get("source", {}).get("sha256") != file_sha256(annotations):
             return StageState(False, f"{folder}: made from another {annotations.name}")
         want = {"recipe": cfg.captions.recipe, "samples_per_shard": cfg.shards.samples_per_shard, "seed": cfg.shards.seed}
         got = {k: m.get(k) for k in want}
@@ -73,7 +66,7 @@ def embed_state(cfg: Config) -> StageState:
         if m is None:
             return StageState(False, f"{emb}: no manifest")
         source = Path(shards) / "manifest.json"
-        if not source.is_file() or m.get("source_manifest_sha256") != _sha256(source):
+        if not source.is_file() or m.get("source_manifest_sha256") != file_sha256(source):
             return StageState(False, f"{emb}: made from other shards than {shards}")
         if m.get("model") != cfg.model.name or m.get("dtype") != cfg.pipeline.embed_dtype:
             return StageState(False, f"{emb}: made by {m.get('model')} in {m.get('dtype')}, the job asks for "

@@ -10,7 +10,6 @@ re-run keeps the shards that are already complete.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from lit.config import Config
 from lit.configlib import ConfigError
 from lit.data.folders import ShardFolder, open_folder
 from lit.data.views import make_view, train_transform
-from lit.io import atomic_file, write_json
+from lit.io import atomic_file, file_sha256, write_json
 from lit.log import console, logger
 from lit.model import build_model, clip_api, fingerprint, image_tower_locked, preprocess_cfg
 
@@ -39,12 +38,6 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 AMP_DTYPES = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -134,7 +127,7 @@ def _write_shard(out: Path, url: str, rows: list[tuple[Item, np.ndarray | None]]
                 writer.write({"__key__": it.key, "npy": feat, "txt": it.txt, "cls": it.cls, "json": it.meta})
                 count += 1
         writer.close()
-    return {"name": out.name, "samples": count, "sha256": _sha256(out), "source": Path(url).name, "skipped": bad}
+    return {"name": out.name, "samples": count, "sha256": file_sha256(out), "source": Path(url).name, "skipped": bad}
 
 
 def view_spec(cfg: Config) -> dict[str, Any]:
@@ -251,7 +244,7 @@ def _complete_parts(out: Path, tower_fp: str, dtype: str, spec: dict[str, Any]) 
         shard = out / entry["name"]
         same = entry.get("fingerprint") == tower_fp and entry.get("dtype") == dtype and all(
             entry.get(k, 1 if k == "views" else "" if k == "view_policy" else 0) == v for k, v in spec.items())
-        if same and shard.is_file() and _sha256(shard) == entry["sha256"]:
+        if same and shard.is_file() and file_sha256(shard) == entry["sha256"]:
             done.add(entry["name"])
     return done
 
@@ -267,7 +260,7 @@ def _write_manifest(out: Path, folder: ShardFolder, tower_fp: str, dtype: str, c
         "dtype": dtype,
         **view_spec(cfg),
         "source": str(folder.path.resolve()),
-        "source_manifest_sha256": _sha256(folder.path / "manifest.json"),
+        "source_manifest_sha256": file_sha256(folder.path / "manifest.json"),
         "shards": entries,
         "total_samples": sum(e["samples"] for e in entries),
         "skipped": skipped,

@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 from PIL import Image
 from rich.progress import Progress
 
-from lit.data.tario import FastTarWriter, HashingFile, file_sha256
-from lit.io import atomic_file, write_json
+from lit.data.tario import FastTarWriter, HashingFile
+from lit.io import atomic_file, file_sha256, write_json
 
 MTIME = 0  # every member's mtime: a re-run must give the same bytes
 EOI_WINDOW = 64  # a JPEG's end-of-image marker must lie this close to the end of the file

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import tarfile
 import time
-from pathlib import Path
 from typing import Any
 
 from webdataset import TarWriter
@@ -118,9 +117,3 @@ class HashingFile:
         return self.size
 
 
-def file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()

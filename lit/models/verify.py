@@ -15,7 +15,6 @@ tower is 1.2 GB: a few seconds).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from lit.config import Config
 from lit.doctor import Check
+from lit.io import file_sha256
 
 SUMS_SUFFIX = ".sha256"
 """Beside an image weights file `W`: `W.sha256`."""
@@ -39,13 +39,8 @@ _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 # ---------------------------------------------------------------- sums
 
 
-def sha256_file(path: str | Path, chunk: int = 8 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = file_sha256
+"""Hex sha256 of a file's bytes (lit.io's)."""
 
 
 def sums_text(entries: dict[str, str]) -> str:
