@@ -22,13 +22,10 @@ the targets, with sha256 sums beside them that `lit doctor` (the job's preflight
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import fnmatch
 import os
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,9 +34,9 @@ from lit.config import Config
 from lit.configlib import ConfigError
 from lit.io import atomic_write, fsync_dir, write_json
 from lit.log import logger
+from lit.models import checks, fetch
 from lit.models.verify import (
     PREPARE,
-    TEXT_SOURCE,
     TEXT_SUMS,
     config_key,
     raw_model_config,
@@ -53,14 +50,7 @@ from lit.models.verify import (
 if TYPE_CHECKING:
     import torch
     from PIL import Image
-    from torch import nn
 
-TEXT_ALLOW = ["*.json", "*.txt", "*.model", "*.safetensors", "README.md"]
-"""Files of a Hugging Face text repo that a transformers text tower needs (config, tokenizer, weights)."""
-TEXT_IGNORE = ["onnx/*", "openvino/*", "coreml/*", "tf/*", "flax/*", ".*"]
-"""Other runtimes' exports in sentence-transformers repos: hundreds of MB the job never reads."""
-TEXT_BIN = ["pytorch_model*.bin"]
-"""The weights of repos without safetensors (downloaded only then)."""
 FEATURE_RTOL = 1e-4
 """Features agree when max |job - open_clip| <= 1e-5 + FEATURE_RTOL * max |open_clip| (fp32 on CPU)."""
 
@@ -95,7 +85,7 @@ class Prepared:
 
 
 @dataclass(frozen=True)
-class _ImagePlan:
+class ImagePlan:
     name: str
     tag: str
     pretrained_cfg: dict[str, Any]
@@ -111,7 +101,7 @@ class _ImagePlan:
 
 
 @dataclass(frozen=True)
-class _TextPlan:
+class TextPlan:
     repo_id: str
     target: Path
     folder_value: str
@@ -134,7 +124,7 @@ class _Steps:
 # ---------------------------------------------------------------- plan: what the job names, checked before any download
 
 
-def _plan(cfg: Config, job: str, force: bool) -> tuple[_ImagePlan | None, _TextPlan | None, dict[str, Any]]:
+def _plan(cfg: Config, job: str, force: bool) -> tuple[ImagePlan | None, TextPlan | None, dict[str, Any]]:
     m = cfg.model
     if not m.image_pretrained and not m.text_pretrained:
         raise ConfigError(job, "model.image_pretrained", "nothing to prepare: name the image tower in model.image_pretrained "
@@ -146,7 +136,7 @@ def _plan(cfg: Config, job: str, force: bool) -> tuple[_ImagePlan | None, _TextP
     return _image_plan(cfg, job, force), _text_plan(cfg, job, force, model_cfg), model_cfg
 
 
-def _image_plan(cfg: Config, job: str, force: bool) -> _ImagePlan | None:
+def _image_plan(cfg: Config, job: str, force: bool) -> ImagePlan | None:
     import open_clip
 
     m = cfg.model
@@ -174,10 +164,10 @@ def _image_plan(cfg: Config, job: str, force: bool) -> _ImagePlan | None:
     if target.is_file() and not sums_path(target).is_file() and not force:
         raise ConfigError(job, "model.image_weights", f"{target} exists and was not written by {PREPARE} (no "
                           f"{sums_path(target).name} beside it): move it away, or pass --force to replace it")
-    return _ImagePlan(name, tag, dict(pretrained_cfg), target)
+    return ImagePlan(name, tag, dict(pretrained_cfg), target)
 
 
-def _text_plan(cfg: Config, job: str, force: bool, model_cfg: dict[str, Any]) -> _TextPlan | None:
+def _text_plan(cfg: Config, job: str, force: bool, model_cfg: dict[str, Any]) -> TextPlan | None:
     m = cfg.model
     key = config_key(cfg, "text_cfg.hf_model_name")
     value = text_folder_value(model_cfg)
@@ -189,7 +179,8 @@ def _text_plan(cfg: Config, job: str, force: bool, model_cfg: dict[str, Any]) ->
         return None
     if not value or value.startswith("pkg:"):
         raise ConfigError(job, key, f"{value or 'not set'}: model.text_pretrained ({m.text_pretrained}) needs a Hugging Face "
-                          "text tower whose hf_model_name (and hf_tokenizer_name) is the local folder to write, e.g. /models/all-MiniLM-L12-v2")
+                          "text tower whose hf_model_name (and hf_tokenizer_name) is the local folder to write, "
+                          "e.g. /models/all-MiniLM-L12-v2")
     if value == m.text_pretrained:
         raise ConfigError(job, key, f"{value!r} looks like a Hugging Face id: set it (and hf_tokenizer_name) to the local folder "
                           f"the job loads, e.g. /models/{m.text_pretrained.rsplit('/', 1)[-1]}; model.text_pretrained names the id")
@@ -199,192 +190,7 @@ def _text_plan(cfg: Config, job: str, force: bool, model_cfg: dict[str, Any]) ->
     if target.is_dir() and any(target.iterdir()) and not (target / TEXT_SUMS).is_file() and not force:
         raise ConfigError(job, key, f"{target} holds files not written by {PREPARE} (no {TEXT_SUMS}): move it away, or pass "
                           "--force to replace it")
-    return _TextPlan(m.text_pretrained, target, value)
-
-
-# ---------------------------------------------------------------- downloads (real huggingface_hub / open_clip calls)
-
-
-def _snapshot(repo_id: str, cache_dir: str | None, job: str) -> tuple[Path, list[str]]:
-    """The cached snapshot folder of `repo_id` (downloaded when needed) and the patterns of the files to take."""
-    from huggingface_hub import snapshot_download
-
-    patterns = list(TEXT_ALLOW)
-    try:
-        folder = Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns, ignore_patterns=TEXT_IGNORE))
-        if not _text_weights(folder, patterns):
-            patterns += TEXT_BIN
-            folder = Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns, ignore_patterns=TEXT_IGNORE))
-    except Exception as err:  # huggingface_hub's errors (not found, gated, offline and not cached, network) all end here
-        raise ConfigError(job, "model.text_pretrained", f"{repo_id}: snapshot_download failed: {type(err).__name__}: "
-                          f"{_first_line(err)} (on a login node with network, check the id at https://huggingface.co/{repo_id}; "
-                          f"with HF_HUB_OFFLINE=1 it must already be in the cache {cache_dir or 'of huggingface_hub'})") from err
-    if not _text_weights(folder, patterns):
-        raise ConfigError(job, "model.text_pretrained", f"{repo_id} has no model.safetensors or pytorch_model.bin ({folder})")
-    return folder, patterns
-
-
-def _wanted(rel: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatch(rel, p) for p in patterns) and not any(fnmatch.fnmatch(rel, p) for p in TEXT_IGNORE)
-
-
-def _files(folder: Path, patterns: list[str]) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and _wanted(p.relative_to(folder).as_posix(), patterns))
-
-
-def _text_weights(folder: Path, patterns: list[str]) -> list[str]:
-    return [f for f in _files(folder, patterns) if "/" not in f and (f.endswith(".safetensors") or fnmatch.fnmatch(f, "pytorch_model*.bin"))]
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _download_checkpoint(plan: _ImagePlan, cache_dir: str | None, job: str) -> Path:
-    from open_clip.pretrained import download_pretrained
-
-    try:
-        path = download_pretrained(plan.pretrained_cfg, prefer_hf_hub=True, cache_dir=cache_dir)
-    except Exception as err:  # FileNotFoundError from the hub path, URLError/RuntimeError from the URL path
-        where = plan.pretrained_cfg.get("hf_hub") or plan.pretrained_cfg.get("url")
-        raise ConfigError(job, "model.image_pretrained", f"{plan.label}: open_clip's download_pretrained failed ({where}): "
-                          f"{type(err).__name__}: {_first_line(err)} (run on a login node with network; with HF_HUB_OFFLINE=1 "
-                          f"the checkpoint must already be in the cache {cache_dir or 'of huggingface_hub'})") from err
-    if not path or not Path(path).is_file():
-        raise ConfigError(job, "model.image_pretrained", f"{plan.label}: open_clip's pretrained cfg names no download")
-    return Path(path)
-
-
-# ---------------------------------------------------------------- staging: temporary names beside the targets
-
-
-def _staging_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}.lit-prepare-{os.getpid()}")
-
-
-def _remove(path: Path) -> None:
-    """Remove a staged file or folder if it is there (its parent may be missing, or not even a folder)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.is_file() or path.is_symlink():
-        path.unlink(missing_ok=True)
-
-
-def _stage_text(plan: _TextPlan, snapshot: Path, patterns: list[str]) -> Path:
-    staged = _staging_name(plan.target)
-    _remove(staged)
-    staged.mkdir(parents=True)
-    for rel in _files(snapshot, patterns):
-        out = staged / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(snapshot / rel, out)  # follows the cache's links: the job's folder holds the bytes
-    write_json(staged / TEXT_SOURCE, {"repo_id": plan.repo_id, "revision": snapshot.name, "prepared_by": PREPARE})
-    sums = {rel: sha256_file(staged / rel) for rel in _files(staged, ["*"]) if rel != TEXT_SUMS}
-    atomic_write(staged / TEXT_SUMS, sums_text(sums))
-    return staged
-
-
-@contextlib.contextmanager
-def _writing(job: str, key: str, target: Path) -> Iterator[None]:
-    """An OSError while writing beside `target` as a ConfigError naming the key (a read-only or full file system)."""
-    try:
-        yield
-    except OSError as err:
-        raise ConfigError(job, key, f"cannot write beside {target}: {err.strerror or err} ({err.filename or target}): "
-                          "choose a folder you can write (and bind it into the container), or free space") from err
-
-
-def _put_folder(staged: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.lit-old-{os.getpid()}")
-        _remove(old)
-        os.replace(target, old)
-    os.replace(staged, target)
-    fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- checks of the built model
-
-
-def generated_images(n: int, size: int, seed: int = 0) -> list[Image.Image]:
-    """`n` RGB images (gradients, shapes, noise) of varied sizes and aspect ratios around `size`: every resize path runs."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    shapes = [(size * 5 // 4, size), (size, size * 3 // 2), (size * 2, size * 2), (max(8, size * 3 // 4),) * 2]
-    images = []
-    for i in range(n):
-        w, h = shapes[i % len(shapes)]
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        mix = rng.uniform(-1, 1, size=(3, 3))
-        base = np.stack([xx / w, yy / h, (xx + yy) / (w + h)], -1) @ mix
-        base = (base - base.min()) / (np.ptp(base) + 1e-6) * 255
-        pixels = np.clip(base + rng.normal(0, 24, size=base.shape), 0, 255).astype(np.uint8)
-        image = Image.fromarray(pixels, "RGB")
-        draw = ImageDraw.Draw(image)
-        for _ in range(6):
-            x0, y0 = int(rng.integers(0, w - 2)), int(rng.integers(0, h - 2))
-            box = (x0, y0, int(rng.integers(x0 + 1, w)), int(rng.integers(y0 + 1, h)))
-            color = tuple(int(c) for c in rng.integers(0, 256, 3))
-            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=color)
-        images.append(image)
-    return images
-
-
-def _shape_diffs(job_sd: dict[str, torch.Tensor], ref_sd: dict[str, torch.Tensor]) -> list[str]:
-    diffs = [f"{k}: job {tuple(job_sd[k].shape)} vs checkpoint {tuple(ref_sd[k].shape)}"
-             for k in job_sd if k in ref_sd and tuple(job_sd[k].shape) != tuple(ref_sd[k].shape)]
-    diffs += [f"{k}: only in the job's tower" for k in job_sd if k not in ref_sd]
-    diffs += [f"{k}: only in the checkpoint" for k in ref_sd if k not in job_sd]
-    return diffs
-
-
-def _vision_error(cfg: Config, job: str, plan: _ImagePlan, diffs: list[str], reason: str) -> ConfigError:
-    import json
-
-    import open_clip
-
-    vision = (open_clip.get_model_config(plan.name) or {}).get("vision_cfg", {})
-    more = f"; … ({len(diffs) - 5} more)" if len(diffs) > 5 else ""
-    return ConfigError(job, config_key(cfg, "vision_cfg"), f"the job's image tower does not fit {plan.label} ({reason}): "
-                       f"{'; '.join(diffs[:5])}{more}. open_clip's {plan.name} has vision_cfg {json.dumps(vision)}")
-
-
-def _text_problems(model: nn.Module, folder: Path) -> list[str]:
-    """Tensors of the built text tower that do not hold the folder's weights (transformers would init them randomly)."""
-    import torch
-
-    transformer = getattr(getattr(model, "text", None), "transformer", None)
-    if transformer is None:
-        return []
-    state: dict[str, torch.Tensor] = {}
-    weights = sorted(folder.glob("*.safetensors"))
-    if weights:
-        from safetensors.torch import load_file
-
-        for f in weights:
-            state.update(load_file(str(f)))
-    else:
-        for f in sorted(folder.glob("pytorch_model*.bin")):
-            state.update(torch.load(f, map_location="cpu", weights_only=True))
-    prefix = str(getattr(transformer, "base_model_prefix", "") or "")
-    if prefix:
-        state = {k[len(prefix) + 1:] if k.startswith(prefix + ".") else k: v for k, v in state.items()}
-    problems = []
-    for k, v in transformer.state_dict().items():
-        if k not in state:
-            problems.append(f"{k} (not in the checkpoint: randomly initialized)")
-        elif tuple(state[k].shape) != tuple(v.shape):
-            problems.append(f"{k} (checkpoint {tuple(state[k].shape)}, tower {tuple(v.shape)})")
-        elif not torch.equal(state[k].to(v.dtype), v):
-            problems.append(f"{k} (differs from the checkpoint)")
-    return problems
+    return TextPlan(m.text_pretrained, target, value)
 
 
 # ---------------------------------------------------------------- the command
@@ -411,12 +217,12 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
         text_staged: Path | None = None
         if text_plan is not None:
             steps(f"text tower: huggingface_hub.snapshot_download({text_plan.repo_id!r})")
-            snapshot, patterns = _snapshot(text_plan.repo_id, cache_dir, job)
+            snapshot, patterns = fetch.snapshot(text_plan.repo_id, cache_dir, job)
             steps.note(f"cached snapshot {snapshot}")
-            steps(f"text tower: copying {len(_files(snapshot, patterns))} files beside {text_plan.target}")
-            staged_paths.append(_staging_name(text_plan.target))
-            with _writing(job, config_key(cfg, "text_cfg.hf_model_name"), text_plan.target):
-                text_staged = _stage_text(text_plan, snapshot, patterns)
+            steps(f"text tower: copying {len(fetch.files(snapshot, patterns))} files beside {text_plan.target}")
+            staged_paths.append(fetch.staging_name(text_plan.target))
+            with fetch.writing(job, config_key(cfg, "text_cfg.hf_model_name"), text_plan.target):
+                text_staged = fetch.stage_text(text_plan, snapshot, patterns)
             text_cfg = staged_cfg["text_cfg"]
             if text_cfg.get("hf_tokenizer_name") in (None, "", text_plan.folder_value):
                 text_cfg["hf_tokenizer_name"] = str(text_staged)
@@ -428,7 +234,7 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
         image_staged: Path | None = None
         if image_plan is not None:
             steps(f"image tower: open_clip download_pretrained({image_plan.label})")
-            checkpoint = _download_checkpoint(image_plan, cache_dir, job)
+            checkpoint = fetch.download_checkpoint(image_plan, cache_dir, job)
             steps.note(f"checkpoint {checkpoint} ({checkpoint.stat().st_size / 2**20:.1f} MiB)")
             steps(f"image tower: open_clip.create_model_and_transforms({image_plan.name!r}, pretrained={image_plan.tag!r}, "
                   f"force_quick_gelu={image_plan.quick_gelu}) as the reference")
@@ -442,34 +248,34 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
             ref_sd = {k: v.detach().contiguous() for k, v in ref_visual.state_dict().items()}
             raw_size = getattr(ref_visual, "image_size", 224)
             size = int(raw_size[0] if isinstance(raw_size, (tuple, list)) else raw_size)
-            pil = generated_images(max(1, images), size)
+            pil = checks.generated_images(max(1, images), size)
             x_ref = torch.stack([ref_preprocess(im) for im in pil])
             with torch.no_grad():
                 f_ref = clip_api(ref).encode_image(x_ref)
             del ref, ref_visual
-            image_staged = _staging_name(image_plan.target)
+            image_staged = fetch.staging_name(image_plan.target)
             staged_paths.append(image_staged)
             steps(f"image tower: writing {len(ref_sd)} tensors of model.visual beside {image_plan.target}")
-            with _writing(job, "model.image_weights", image_plan.target):
+            with fetch.writing(job, "model.image_weights", image_plan.target):
                 image_plan.target.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(ref_sd, image_staged)
 
         steps("checking shapes: lit.model.build_model with the prepared files")
         model_section = dataclasses.replace(
             cfg.model, config=staged_cfg, image_weights=str(image_staged) if image_staged else cfg.model.image_weights)
-        built = _build(cfg, job, model_section, image_plan, ref_sd, build_model)
+        built = checks.build(cfg, job, model_section, image_plan, ref_sd, build_model)
         model = built.model.eval()
         if image_plan is not None:
             job_sd = submodule(model, "visual").state_dict()
-            diffs = _shape_diffs(job_sd, ref_sd)
+            diffs = checks.shape_diffs(job_sd, ref_sd)
             if diffs:
-                raise _vision_error(cfg, job, image_plan, diffs, "tensor names or shapes differ")
+                raise checks.vision_error(cfg, job, image_plan, diffs, "tensor names or shapes differ")
             changed = [k for k, v in job_sd.items() if not torch.equal(v.to(ref_sd[k].dtype), ref_sd[k])]
             if changed:
-                raise _vision_error(cfg, job, image_plan, [f"{k}: not loaded by name" for k in changed], "weights loaded in order")
+                raise checks.vision_error(cfg, job, image_plan, [f"{k}: not loaded by name" for k in changed], "weights loaded in order")
             steps.note(f"image tower: all {len(job_sd)} tensors of {image_plan.label} loaded by name")
         if text_plan is not None and text_staged is not None:
-            problems = _text_problems(model, text_staged)
+            problems = checks.text_problems(model, text_staged)
             if problems:
                 more = f"; … ({len(problems) - 5} more)" if len(problems) > 5 else ""
                 raise ConfigError(job, "model.text_pretrained", f"{text_plan.repo_id}: the job's text tower does not hold its "
@@ -488,14 +294,14 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
         if image_plan is not None and x_ref is not None and f_ref is not None:
             x_job = torch.stack([built.preprocess_val(im) for im in pil])
             if x_job.shape != x_ref.shape or float((x_job - x_ref).abs().max()) > 1e-5:
-                raise ConfigError(job, config_key(cfg, "preprocess_cfg"), _preprocess_message(image_plan, x_job, x_ref))
+                raise ConfigError(job, config_key(cfg, "preprocess_cfg"), checks.preprocess_message(image_plan, x_job, x_ref))
             with torch.no_grad():
                 f_job = clip_api(model).encode_image(x_ref)
             diff_value = float((f_job - f_ref).abs().max())
             tolerance = 1e-5 + FEATURE_RTOL * float(f_ref.abs().max())
             cosine = float(F.cosine_similarity(f_job, f_ref, dim=-1).min())
             if not diff_value <= tolerance:
-                raise _feature_error(cfg, job, image_plan, staged_cfg, diff_value, tolerance, cosine)
+                raise checks.feature_error(cfg, job, image_plan, staged_cfg, diff_value, tolerance, cosine)
             steps.note(f"max |difference| {diff_value:.2e} (tolerance {tolerance:.1e}), cosine similarity >= {cosine:.6f}")
         tower_fp = fingerprint(model, built.preprocess_val)
         del built, model
@@ -503,7 +309,7 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
         steps("putting the files in place with their sha256 sums")
         written: list[Written] = []
         if text_plan is not None and text_staged is not None:
-            _put_folder(text_staged, text_plan.target)
+            fetch.put_folder(text_staged, text_plan.target)
             sums = text_plan.target / TEXT_SUMS
             files = [p for p in text_plan.target.rglob("*") if p.is_file()]
             written.append(Written("text", text_plan.target, sum(p.stat().st_size for p in files), sha256_file(sums),
@@ -527,56 +333,4 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
         return Prepared(written, tower_fp, diff_value, len(pil))
     finally:
         for path in staged_paths:
-            _remove(path)
-
-
-def _build(cfg: Config, job: str, model_section: Any, plan: _ImagePlan | None, ref_sd: dict[str, torch.Tensor],
-           build_model: Callable[..., Any]) -> Any:
-    """build_model with the staged files; a failure becomes a ConfigError that names the key to fix."""
-    try:
-        return build_model(model_section, "cpu", seed=cfg.train.seed)
-    except ConfigError as err:
-        raise ConfigError(job, err.key, err.detail) from err
-    except (RuntimeError, OSError, ValueError, KeyError, TypeError) as err:
-        if plan is None:
-            raise ConfigError(job, "model.config", f"the job's model cannot be built: {type(err).__name__}: {_first_line(err)}") from err
-        try:
-            bare = build_model(dataclasses.replace(model_section, image_weights=""), "cpu", seed=cfg.train.seed)
-        except Exception:
-            raise ConfigError(job, "model.config", f"the job's model cannot be built: {type(err).__name__}: {_first_line(err)}") from err
-        from lit.model import submodule
-
-        diffs = _shape_diffs(submodule(bare.model, "visual").state_dict(), ref_sd)
-        raise _vision_error(cfg, job, plan, diffs or [_first_line(err)], "loading failed") from err
-
-
-def _preprocess_message(plan: _ImagePlan, x_job: torch.Tensor, x_ref: torch.Tensor) -> str:
-    want = {k: plan.pretrained_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in plan.pretrained_cfg}
-    got = f"tensors {tuple(x_job.shape)} vs {tuple(x_ref.shape)}" if x_job.shape != x_ref.shape else \
-        f"pixels differ by up to {float((x_job - x_ref).abs().max()):.3g}"
-    return (f"the job preprocesses images differently from {plan.label} ({got}): set preprocess_cfg to open_clip's "
-            f"pretrained cfg: {want} (and vision_cfg.image_size to the tag's)")
-
-
-def _feature_error(cfg: Config, job: str, plan: _ImagePlan, staged_cfg: dict[str, Any], diff: float, tolerance: float,
-                   cosine: float) -> ConfigError:
-    import open_clip
-
-    measured = f"max |difference| {diff:.3g} > {tolerance:.1e}, cosine similarity down to {cosine:.6f}"
-    job_qg = bool(staged_cfg.get("quick_gelu", False))
-    if job_qg != plan.quick_gelu:
-        act = {True: "QuickGELU", False: "GELU"}
-        if cfg.model.config is not None:
-            key, fix = "model.config.quick_gelu", f"add `quick_gelu: {str(plan.quick_gelu).lower()}` to the inline model config (model.config) of {job}"
-        else:
-            alt = f"{cfg.model.name}-quickgelu" if plan.quick_gelu else cfg.model.name.removesuffix("-quickgelu")
-            key = "model.name"
-            fix = (f"set model.name: {alt}" if open_clip.get_model_config(alt) else
-                   f"give an inline model.config with quick_gelu: {str(plan.quick_gelu).lower()}") + f" in {job}"
-        return ConfigError(job, key, f"the job builds the image tower with {act[job_qg]}, but {plan.label} was trained with "
-                           f"{act[plan.quick_gelu]} (open_clip's pretrained cfg says quick_gelu: {plan.quick_gelu}), so its "
-                           f"frozen features differ from open_clip's own model ({measured}). Fix: {fix}, then run "
-                           f"{PREPARE} {job} again")
-    return ConfigError(job, config_key(cfg, "vision_cfg"), f"the job's image tower computes other features than {plan.label} "
-                       f"although every tensor loaded ({measured}): compare the model config with open_clip's "
-                       f"{plan.name} config (open_clip.get_model_config({plan.name!r}))")
+            fetch.remove(path)
