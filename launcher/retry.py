@@ -124,14 +124,25 @@ def after_srun(run_dir: str | Path, job_id: str, exit_code: int) -> dict[str, An
     return record
 
 
+def job_exit(record: dict[str, Any], exit_code: int) -> int:
+    """The exit code the batch script ends with: 0 once the attempt finished, whatever killed a rank after that.
+
+    (SLURM's time-limit USR2 can reach a rank that has already returned, and srun then reports a
+    failure: the job would end FAILED, and a pipeline's next stage would never start.)
+    """
+    return 0 if record["decision"] == "none" and "finished" in record["cause"] else exit_code
+
+
 def main(argv: list[str]) -> int:
+    """Decide and requeue; print the exit code the batch script should end with (stdout's only line)."""
     if len(argv) != 3 or not argv[2].lstrip("-").isdigit():
         print("usage: python -m launcher.retry RUN_DIR JOB_ID SRUN_EXIT_CODE", file=sys.stderr)
         return 2
     from lit.log import setup_logging
 
     setup_logging()
-    after_srun(argv[0], argv[1], int(argv[2]))
+    code = int(argv[2])
+    print(job_exit(after_srun(argv[0], argv[1], code), code), flush=True)
     return 0
 
 

@@ -88,12 +88,16 @@ def python_command(cfg: Config, boot: bool = True) -> str:
 
 
 def teardown_lines(cfg: Config, home: str | Path | None = None) -> list[str]:
-    """The sbatch lines after srun: keep srun's exit code, let `launcher.retry` decide, end with that code."""
+    """The sbatch lines after srun: keep srun's exit code, let `launcher.retry` decide, end with the code it prints.
+
+    srun's own code when launcher.retry prints none (it failed): the job never ends better than srun did by accident.
+    """
     where = shlex.quote(str(home or cfg.run_dir))
     return [
         "srun_exit=$?",
-        f"{python_command(cfg, boot=False)} -m launcher.retry {where} \"$SLURM_JOB_ID\" \"$srun_exit\" || true",
-        "exit $srun_exit",
+        f"job_exit=$({python_command(cfg, boot=False)} -m launcher.retry {where} \"$SLURM_JOB_ID\" \"$srun_exit\" | tail -n 1)",
+        'case "$job_exit" in (""|*[!0-9]*) job_exit=$srun_exit;; esac',
+        "exit $job_exit",
     ]
 
 

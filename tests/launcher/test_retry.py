@@ -67,6 +67,7 @@ def test_a_killed_rank_is_retried_until_max_failures(run_dir: Path, monkeypatch:
         if restart < 2:
             assert decided["decision"] == "retried" and decided["retry"] == restart + 1
             assert "killed by SIGKILL" in decided["srun"] and "no rank reported an error" in decided["cause"]
+            assert retry.job_exit(decided, 137) == 137  # not finished: the job ends as srun did (and is requeued)
             append_jsonl(run_dir / runs.ATTEMPTS, decided)
         else:
             assert decided["decision"] == "gave up" and "slurm.max_failures=2" in decided["cause"]
@@ -113,3 +114,31 @@ def test_untested_submitit_versions_are_refused_with_the_fix() -> None:
     assert check_version() == "1.5.4"
     with pytest.raises(SubmititVersionError, match=r"submitit 9.9 is installed.*pip install submitit==1.5.4"):
         check_version("9.9")
+
+
+def test_a_finished_attempt_ends_the_job_well_whatever_srun_says(run_dir: Path) -> None:
+    """SLURM's time-limit USR2 can kill a rank after the run's `done`: the job must still end COMPLETED."""
+    start(run_dir)
+    append_jsonl(run_dir / "metrics.jsonl", {"type": "start", "step": 0, "time": 1e12})
+    append_jsonl(run_dir / "metrics.jsonl", {"type": "done", "step": 16, "time": 1e12})
+    decided = retry.decide(run_dir, "42", 140, 3)
+    assert retry.job_exit(decided, 140) == 0
+    retry.record_failure(run_dir, "42", 0, RuntimeError("[gloo] Connection closed by peer"))
+    assert retry.job_exit(retry.decide(run_dir, "42", 140, 3), 140) == 0
+
+
+def test_the_teardown_ends_with_what_launcher_retry_prints(tmp_path: Path) -> None:
+    """The sbatch lines themselves, run by bash with a stand-in for the python command."""
+    import subprocess
+
+    from launcher.spec import teardown_lines
+
+    cfg = load_config(None, [f"run_dir={tmp_path}", "cluster=slurm"])
+    body = "\n".join(teardown_lines(cfg))
+    for printed, srun, want in (("0", 3, 0), ("7", 0, 7), ("", 5, 5), ("oops", 6, 6)):
+        fake = tmp_path / "fakepy"
+        fake.write_text(f"#!/bin/bash\necho '{printed}'\n")
+        fake.chmod(0o755)
+        script = body.replace(body.split(" -m launcher.retry")[0].split("$(")[1], str(fake))
+        done = subprocess.run(["bash", "-c", f"(exit {srun})\n{script}"], env={"SLURM_JOB_ID": "1", "PATH": "/usr/bin:/bin"})
+        assert done.returncode == want, (printed, srun)

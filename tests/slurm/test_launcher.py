@@ -263,8 +263,11 @@ def test_usr2_checkpoints_requeues_and_resumes_exactly(scenarios: dict[str, Futu
     assert out["state"] == "COMPLETED", log_text(run_dir, job_id)
     (stop,) = stop_steps(run_dir)
     assert 3 <= stop < STEPS
-    first, second = runs.attempts(run_dir)
-    assert (first["job_id"], second["job_id"], second["requeue"], second["slurm_restart"]) == (job_id, job_id, 1, 1)
+    tries = runs.attempts(run_dir)
+    retried = [d for d in runs.attempt_records(run_dir, "retry") if d["decision"] == "retried"]  # e.g. a port in use
+    assert len(tries) == 2 + len(retried), tries
+    first, second = tries[0], tries[-1]
+    assert (first["job_id"], second["job_id"], second["requeue"], second["slurm_restart"]) == (job_id, job_id, 1, 1 + len(retried))
     assert second["start_step"] == stop and second["last_stop"].startswith("SIGUSR2")
     assert train_steps(run_dir) == list(range(1, STEPS + 1))  # no step trained twice, none skipped
     assert "Requeued job" in log_text(run_dir, job_id, 0)  # submitit's own requeue path on rank 0
