@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from launcher import runs, spec
+from launcher import runs, spec, sweep
 from launcher.submitit_api import FailedSubmissionError, UncompletedJobError
 from lit.config import Config, load_config
 from lit.configlib import ConfigError
@@ -150,6 +150,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from launcher import pipeline
 
     run_dir = Path(args.run_dir).resolve()
+    if sweep.is_sweep(run_dir):
+        return sweep_status(run_dir, args.json)
     status = runs.run_status(run_dir)
     if pipeline.is_pipeline(run_dir):
         status["stages"] = pipeline.status(run_dir)
@@ -163,6 +165,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         out.print(attempts_table(status["attempts"]))
     if status["retry_decisions"]:
         out.print(failures_table(status["retry_decisions"]))
+    return 0
+
+
+def sweep_status(sweep_dir: Path, as_json: bool) -> int:
+    rows = sweep.status(sweep_dir)
+    if as_json:
+        print(json.dumps({"sweep": str(sweep_dir), "members": rows}, indent=2))
+        return 0
+    table = Table(title=f"sweep {sweep.read(sweep_dir)['name']}")
+    for column in ("member", "job", "state", "outcome", "step", "top-1", "last stop"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        step = f"{r['step']}" + (f" / {r['total_steps']}" if r.get("total_steps") else "")
+        table.add_row(r["member"], str(r["job_id"] or "-"), r["state"], r["outcome"] or "-", step,
+                      "-" if r["top1"] is None else f"{r['top1']:.2f}", escape(str(r["last_stop"] or "-")))
+    out.print(table)
+    out.print(f"one member: python -m launcher status {escape(str(sweep_dir))}/MEMBER; "
+              f"report: python -m launcher report {escape(str(sweep_dir))}", soft_wrap=True)
     return 0
 
 
@@ -187,7 +207,7 @@ def status_table(status: dict[str, Any]) -> Table:
         ("attempt", f"{status['attempt']} (requeues of this job: {status['requeues']} of max {status['max_requeues']}; "
                     f"retries after failures: {status['retries']} of max {status['max_failures']})"),
         ("step", f"{status['step']}" + (f" / {total}" if total else "") + f" (newest checkpoint: {status['checkpoint_step']})"),
-        ("finished", "yes" if status["finished"] else "no"),
+        ("finished", {"finished": "yes", "diverged": "yes: diverged"}.get(status.get("outcome", ""), "no")),
         ("last train", _fmt(status["last_train"], ("epoch", "loss", "lr", "logit_scale", "samples_per_s"))),
         ("last eval", _fmt(status["last_eval"], ("top1", "top5", "final"))),
         ("last stop", status["last_stop"] or "-"),
@@ -224,6 +244,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from launcher.submit import resume_config
 
     run_dir = Path(args.run_dir).resolve()
+    if sweep.is_sweep(run_dir):
+        record = sweep.resume(run_dir, args.overrides)
+        out.print(f"resumed {len(record['members'])} member(s): " + ", ".join(f"{k} ({v})" for k, v in record["members"].items()))
+        return 0
     if pipeline.is_pipeline(run_dir):
         print_chain(pipeline.resume(run_dir, args.overrides), str(run_dir))
         return 0
@@ -235,6 +259,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from launcher import pipeline
     from launcher.submit import cancel
 
+    if sweep.is_sweep(Path(args.run_dir).resolve()):
+        ids = sweep.cancel(Path(args.run_dir).resolve())
+        out.print(f"cancelled jobs {', '.join(ids) or '(none was queued or running)'}; "
+                  f"`python -m launcher resume {escape(args.run_dir)}` goes on with the members that have no result", soft_wrap=True)
+        return 0
     if pipeline.is_pipeline(Path(args.run_dir).resolve()):
         ids = pipeline.cancel(Path(args.run_dir).resolve())
         out.print(f"cancelled jobs {', '.join(ids) or '(none was queued or running)'}; "
@@ -270,7 +299,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "resume": cmd_resume, "cancel": cmd_cancel, "logs": cmd_logs}
-PLUGINS = {"demo": ("launcher.demo", "the end-to-end demo (`make demo`)")}
+PLUGINS = {
+    "demo": ("launcher.demo", "the end-to-end demo (`make demo`)"),
+    "sweep": ("launcher.cli_sweep", "submit a sweep: a job YAML with key=a,b,c axes, or a sweep file (one SLURM job array)"),
+    "report": ("launcher.report", "a sweep's members side by side: report.md, report.json and overlaid plots"),
+}
 """Commands implemented elsewhere: a module with `add_arguments(parser)` and `run(args) -> int`."""
 
 

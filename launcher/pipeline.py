@@ -88,7 +88,7 @@ def _task(cfg: Config, stage: str) -> Any:
     return StageTask(cfg, stage, str(home(cfg, stage)), *local)
 
 
-def _checks(cfg: Config, names: list[str]) -> None:
+def checks(cfg: Config, names: list[str]) -> None:
     """Preflight of the first stage's config, not failing on paths that earlier stages of this submission make."""
     made = {k for s in names for k in OUTPUT_KEYS.get(s, ())}
     try:
@@ -106,11 +106,18 @@ def submit(cfg: Config, only: str | None = None, kind: str = "submit") -> list[d
         raise ConfigError("", "cluster", "a pipeline runs stages as SLURM jobs: set cluster=slurm "
                           "(locally, run `lit shards`/`lit embed` and submit the training alone)")
     names = chosen_stages(cfg, only)
-    _checks(cfg, names)
+    checks(cfg, names)
     save_config(cfg, Path(cfg.run_dir) / "config.yaml")
+    chain = submit_chain(cfg, plan(cfg, names), kind)
+    append_jsonl(Path(cfg.run_dir) / PIPELINE, {"type": kind, "time": round(time.time(), 3), "stages": chain})
+    return chain
+
+
+def submit_chain(cfg: Config, planned: list[tuple[str, stages.StageState]], kind: str = "submit",
+                 after: str | None = None) -> list[dict[str, Any]]:
+    """Submit each planned stage that is not complete after the one before (the first after `after`): the chain."""
     chain: list[dict[str, Any]] = []
-    after: str | None = None
-    for name, state in plan(cfg, names):
+    for name, state in planned:
         if state.complete:
             chain.append({"stage": name, "job_id": None, "skipped": True, "detail": state.detail})
             continue
@@ -124,7 +131,6 @@ def submit(cfg: Config, only: str | None = None, kind: str = "submit") -> list[d
         after = str(job.job_id)
         chain.append({"stage": name, "job_id": after, "skipped": False, "detail": state.detail})
         logger.info("%s: stage %s is job %s", kind, name, after)
-    append_jsonl(Path(cfg.run_dir) / PIPELINE, {"type": kind, "time": round(time.time(), 3), "stages": chain})
     return chain
 
 
@@ -238,4 +244,4 @@ def is_pipeline(run_dir: str | Path) -> bool:
 
 
 __all__ = ["PIPELINE", "cancel", "chains", "last_chain", "chosen_stages", "dry_run_text", "home", "is_pipeline", "plan",
-           "resume", "stage_config", "status", "submit"]
+           "resume", "stage_config", "status", "submit", "submit_chain", "checks"]

@@ -80,9 +80,9 @@ def decide(run_dir: str | Path, job_id: str, exit_code: int, max_failures: int) 
         return {**base, "decision": "not retried",
                 "cause": "the task never started (see `python -m launcher logs`): the environment or the container is broken"}
     tail = runs.attempt_tail(runs.metrics(run_dir), float(starts[-1].get("time", 0))) or []
-    ended = [r["type"] for r in tail if r.get("type") in ("stop", "done")]
+    ended = [r["type"] for r in tail if r.get("type") in ("stop", "done", "diverged")]
     if ended:
-        why = "finished" if ended[-1] == "done" else "stopped on a signal (submitit requeues it)"
+        why = {"done": "finished", "diverged": "finished: diverged"}.get(ended[-1], "stopped on a signal (submitit requeues it)")
         return {**base, "decision": "none", "cause": f"the attempt {why}"}
     failures = sorted((f for f in runs.attempt_records(run_dir, "failure") if f.get("job_id") == job_id and f.get("restart") == restart),
                       key=lambda f: int(f.get("rank", 0)))  # in rank order, whichever rank wrote first
@@ -141,8 +141,11 @@ def main(argv: list[str]) -> int:
     from lit.log import setup_logging
 
     setup_logging()
+    from launcher.sweep import member_dir
+
     code = int(argv[2])
-    print(job_exit(after_srun(argv[0], argv[1], code), code), flush=True)
+    run_dir = member_dir(argv[0], argv[1])  # a sweep's array task: its member's run folder
+    print(job_exit(after_srun(run_dir, argv[1], code), code), flush=True)
     return 0
 
 

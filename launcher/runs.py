@@ -93,19 +93,33 @@ def attempt_tail(records: list[dict[str, Any]], since: float) -> list[dict[str, 
 
 def _ending(tail: list[dict[str, Any]]) -> str:
     """'finished', the reason of a `stop` record, or '' when the attempt wrote neither."""
-    ended = [r for r in tail if r.get("type") in ("stop", "done")]
+    ended = [r for r in tail if r.get("type") in ("stop", "done", "diverged")]
     if not ended:
         return ""
     if ended[-1]["type"] == "done":
         return "finished"
+    if ended[-1]["type"] == "diverged":
+        return f"diverged at step {ended[-1]['step']}: {ended[-1].get('reason', '')}"
     reason = str(ended[-1].get("reason", ""))
     return REASONS.get(reason, reason)
 
 
 def is_finished(records: list[dict[str, Any]]) -> bool:
-    """True when the latest training attempt wrote its `done` record."""
+    """True when the latest training attempt ended with its result: `done`, or `diverged` (lit.train.divergence)."""
+    return outcome(records) in ("finished", "diverged")
+
+
+def outcome(records: list[dict[str, Any]]) -> str:
+    """'finished', 'diverged' (the latest attempt wrote that record), or '' while the run has no result."""
     tail = _since_last_start(records) or []
-    return any(r.get("type") == "done" for r in tail)
+    kinds = {r.get("type") for r in tail}
+    return "diverged" if "diverged" in kinds else "finished" if "done" in kinds else ""
+
+
+def diverged_at(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The `diverged` record of the latest attempt (step, reason), or None."""
+    found = [r for r in _since_last_start(records) or [] if r.get("type") == "diverged"]
+    return found[-1] if found else None
 
 
 def stop_reason(records: list[dict[str, Any]], previous: dict[str, Any] | None) -> str:
@@ -267,6 +281,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "total_steps": starts[-1].get("total_steps") if starts else None,
         "checkpoint_step": checkpoint_step(run_dir),
         "finished": finished,
+        "outcome": outcome(records),
         "last_train": _strip(trains[-1] if trains else None),
         "last_eval": _strip(evals[-1] if evals else None),
         "last_stop": last_stop(records, tries, state),
@@ -281,7 +296,9 @@ def log_files(run_dir: str | Path, rank: int = 0, job_id: str | None = None) -> 
         if job is None:
             raise ConfigError(str(run_dir), "run_dir", "no job was submitted from this run directory")
         job_id = job["job_id"]
-    folder = Path(run_dir) / SUBMITIT_DIR
+        folder = Path(job.get("folder") or Path(run_dir) / SUBMITIT_DIR)  # a sweep member's logs are in the sweep's folder
+    else:
+        folder = Path(run_dir) / SUBMITIT_DIR
     return folder / f"{job_id}_{rank}_log.out", folder / f"{job_id}_{rank}_log.err"
 
 

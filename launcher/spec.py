@@ -87,24 +87,27 @@ def python_command(cfg: Config, boot: bool = True) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def teardown_lines(cfg: Config, home: str | Path | None = None) -> list[str]:
+def teardown_lines(cfg: Config, home: str | Path | None = None, array: bool = False) -> list[str]:
     """The sbatch lines after srun: keep srun's exit code, let `launcher.retry` decide, end with the code it prints.
 
     srun's own code when launcher.retry prints none (it failed): the job never ends better than srun did by accident.
+    In a sweep's array, `home` is the sweep folder and the job id `ARRAY_TASK` (launcher.retry finds the member).
     """
     where = shlex.quote(str(home or cfg.run_dir))
+    job_id = '"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"' if array else '"$SLURM_JOB_ID"'
     return [
         "srun_exit=$?",
-        f"job_exit=$({python_command(cfg, boot=False)} -m launcher.retry {where} \"$SLURM_JOB_ID\" \"$srun_exit\" | tail -n 1)",
+        f"job_exit=$({python_command(cfg, boot=False)} -m launcher.retry {where} {job_id} \"$srun_exit\" | tail -n 1)",
         'case "$job_exit" in (""|*[!0-9]*) job_exit=$srun_exit;; esac',
         "exit $job_exit",
     ]
 
 
-def slurm_parameters(cfg: Config, home: str | Path | None = None, after: str | None = None) -> dict[str, Any]:
+def slurm_parameters(cfg: Config, home: str | Path | None = None, after: str | None = None, array: bool = False) -> dict[str, Any]:
     """Keyword arguments of `SlurmExecutor.update_parameters` (submitit's sbatch names).
 
-    `after`: the job id this one waits for (`afterok`); SLURM cancels it when that job fails.
+    `after`: the job id(s, `a:b`) this one waits for (`afterok`); SLURM cancels it when one fails.
+    `array`: the job array of a sweep (`home` is the sweep folder; slurm.array_parallelism members at once).
     """
     s = cfg.slurm
     chain = {"dependency": f"afterok:{after}", "kill-on-invalid-dep": "yes"} if after else {}
@@ -118,12 +121,14 @@ def slurm_parameters(cfg: Config, home: str | Path | None = None, after: str | N
         "signal_delay_s": s.signal_delay_s,
         "srun_args": [KILL_ON_BAD_EXIT],
         # after srun, in the batch shell (alive whichever rank died): retry a transient failure (launcher.retry)
-        "teardown": teardown_lines(cfg, home),
+        "teardown": teardown_lines(cfg, home, array),
         # requeue-able even where the cluster's JobRequeue=0: preemption then requeues instead of cancelling
         "additional_parameters": {"requeue": True, **chain, **s.extra},
     }
     if s.gpus_per_node:
         params["gpus_per_node"] = s.gpus_per_node
+    if array and s.array_parallelism:
+        params["array_parallelism"] = s.array_parallelism
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(s, key):
             params[key] = getattr(s, key)
@@ -142,7 +147,7 @@ def local_parameters(cfg: Config) -> dict[str, Any]:
     }
 
 
-def make_executor(cfg: Config, home: str | Path | None = None, after: str | None = None) -> Any:
+def make_executor(cfg: Config, home: str | Path | None = None, after: str | None = None, array: bool = False) -> Any:
     """submitit's SlurmExecutor or LocalExecutor, configured from the job spec.
 
     `max_num_timeout` is `slurm.max_requeues`: submitit's own countdown of time-outs agrees with
@@ -153,7 +158,7 @@ def make_executor(cfg: Config, home: str | Path | None = None, after: str | None
     folder = submitit_folder(cfg, home)
     if cfg.cluster == "slurm":
         executor = SlurmExecutor(folder, max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
-        executor.update_parameters(**slurm_parameters(cfg, home, after))
+        executor.update_parameters(**slurm_parameters(cfg, home, after, array))
         return executor
     if cfg.cluster == "local":
         local = LocalExecutor(folder, max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))

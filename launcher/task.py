@@ -36,7 +36,7 @@ from lit.config import Config
 from lit.configlib import ConfigError
 from lit.log import console, setup_logging
 from lit.train.resume import schedule_changes
-from lit.train.run import EXIT_OK, run
+from lit.train.run import EXIT_DIVERGED, EXIT_OK, run
 
 TERM_WAIT_S = 900.0
 """Longest wait for SLURM's kill after a TERM-only stop (GraceTime/KillWait are far shorter)."""
@@ -150,9 +150,15 @@ class Task(Checkpointable):
         reason = signals.reason()
         signals.clear()
         step = runs.checkpoint_step(self.cfg.run_dir)
+        if code == EXIT_DIVERGED:
+            self._quiet(env)  # a result: the job ends well and never requeues (a sweep's other members go on)
+            self._ended(env)
+            return {"status": "diverged", "rank": env.global_rank, "step": step}
         if code == EXIT_OK:
             self._quiet(env)  # a finished run never requeues, whatever arrives now
             done = not self.cfg.train.stop_at_step or runs.is_finished(runs.metrics(self.cfg.run_dir))
+            if done:
+                self._ended(env)
             return {"status": "finished" if done else "stopped", "rank": env.global_rank, "step": step}
         if code != signals.EXIT_PREEMPTED:
             raise RuntimeError(f"lit.train.run returned {code}, expected {EXIT_OK} or {signals.EXIT_PREEMPTED}")
@@ -212,6 +218,17 @@ class Task(Checkpointable):
 
     def _requeue(self, env: JobEnvironment, step: int) -> None:
         requeue(env, self.cfg.run_dir, self.cfg.slurm.max_requeues, f"checkpoint at step {step}", self.cfg.run_dir)
+
+    def _ended(self, env: JobEnvironment) -> None:
+        """The run has its result: when it is a sweep's last member to end, rank 0 writes the sweep's report."""
+        if env.global_rank != 0:
+            return
+        from launcher import sweep
+
+        try:
+            sweep.member_ended(self.cfg.run_dir)
+        except Exception as err:  # the run's own result stands; `python -m launcher report` can redo it
+            logger.error("the sweep report could not be written: %s", err)
 
     @staticmethod
     def _quiet(env: JobEnvironment) -> None:

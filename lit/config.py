@@ -26,7 +26,7 @@ MANAGED_SBATCH = {
     "nodes": "slurm.nodes", "ntasks-per-node": "slurm.tasks_per_node", "gpus-per-node": "slurm.gpus_per_node",
     "cpus-per-task": "slurm.cpus_per_task", "mem": "slurm.mem_gb", "time": "slurm.time_min",
     "signal": "slurm.signal_delay_s", "partition": "slurm.partition", "account": "slurm.account",
-    "qos": "slurm.qos", "constraint": "slurm.constraint", "exclusive": "slurm.exclusive", "job-name": "name",
+    "qos": "slurm.qos", "constraint": "slurm.constraint", "exclusive": "slurm.exclusive", "job-name": "name", "array": "slurm.array_parallelism (python -m launcher sweep)",
     "output": "run_dir (logs go to RUN_DIR/slurm)", "error": "run_dir (logs go to RUN_DIR/slurm)",
 }
 
@@ -194,6 +194,8 @@ class TrainConfig:
     """Where to train: auto picks the rank's local GPU when there is one."""
     stop_at_step: int = 0
     """Stop with a checkpoint once this global step is reached, keeping the schedule (0: run to the end)."""
+    diverge_on_stall: bool = True
+    """Also call the run diverged when an epoch after the warm-up ends with a mean loss at or above the starting loss (lit.train.divergence); a non-finite loss always is."""
     allow_schedule_change: bool = False
     """Allow a resume that changes the schedule or data order (lr keys, warm-up, epochs, batch, accumulation, world size, seed, captions); recorded in attempts.jsonl."""
 
@@ -281,6 +283,8 @@ class SlurmConfig:
     """Most automatic requeues (time limit or preemption) of one job before it stops; `resume` starts a new count."""
     max_failures: int = 3
     """Most automatic retries of one job after a transient failure (a rank killed, a collective timed out); 0: none."""
+    array_parallelism: int = 0
+    """Members of a sweep's job array that run at once (`%N` of sbatch --array; local sweeps: processes at once); 0: all (local: 1)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further sbatch options, passed to submitit's slurm_additional_parameters."""
 
@@ -291,6 +295,7 @@ class SlurmConfig:
 
     def validate(self) -> None:
         _check(self.nodes >= 1, "nodes", f"must be >= 1, got {self.nodes}")
+        _check(self.array_parallelism >= 0, "array_parallelism", f"must be >= 0, got {self.array_parallelism}")
         _check(self.tasks_per_node >= 0, "tasks_per_node", f"must be >= 0 (0: one per GPU), got {self.tasks_per_node}")
         _check(self.gpus_per_node >= 0, "gpus_per_node", f"must be >= 0, got {self.gpus_per_node}")
         _check(

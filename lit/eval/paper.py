@@ -30,9 +30,13 @@ PAPER_TABLE: tuple[PaperRow, ...] = (
 )
 
 
+PAPER_WARMUP: dict[int, tuple[float, float] | None] = {500: None, 1000: (63.28, 87.48), 2000: (61.96, 86.71)}
+"""The paper's warm-up runs: train.warmup_steps → (top-1, top-5) after 18 epochs; None: the run diverged."""
+
+
 def paper_table() -> list[dict[str, Any]]:
     """Table 1 as JSON-ready rows (written into results.json)."""
     return [row.to_json() for row in PAPER_TABLE]
 
 
-__all__ = ["PAPER_TABLE", "PaperRow", "paper_table"]
+__all__ = ["PAPER_TABLE", "PAPER_WARMUP", "PaperRow", "paper_table"]

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lit import dist
 from lit.config import Config
 from lit.model import BuiltModel, causal_mask_for, clip_api, image_tower_locked, pad_id, submodule, trim_supported, trim_tokens
+from lit.train.divergence import DivergenceWatch
 from lit.train.optim import lr_at, make_optimizer, set_lr
 
 LOGIT_SCALE_MAX = math.log(100.0)
@@ -73,9 +74,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class Trainer:
     """Owns the model wrapper, optimizer, scaler and loss; knows nothing about data files or signals."""
 
-    def __init__(self, cfg: Config, built: BuiltModel, info: dist.DistInfo, device: torch.device, total_steps: int) -> None:
+    def __init__(self, cfg: Config, built: BuiltModel, info: dist.DistInfo, device: torch.device, total_steps: int,
+                 steps_per_epoch: int = 0) -> None:
         self.cfg, self.built, self.info, self.device = cfg, built, info, device
         self.total_steps = total_steps
+        self.watch = DivergenceWatch(cfg.train.warmup_steps, steps_per_epoch or total_steps, cfg.train.diverge_on_stall)
         self.model = built.model
         self.cached = cfg.data.image_source == "cached"
         self.forward_module: nn.Module = LiTForward(self.model, self.cached)
@@ -155,6 +158,7 @@ class Trainer:
             "model": self.trainable_state(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "divergence": self.watch.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -166,3 +170,4 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.samples_seen = int(state["samples_seen"])
+        self.watch.load_state_dict(state.get("divergence", {}))  # checkpoints of earlier versions have none

@@ -6,7 +6,6 @@ agreed step boundary with a checkpoint and EXIT_PREEMPTED.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ from lit.train.progress import TrainProgress
 from lit.train.resume import agree_on_checkpoint, check_schedule
 
 EXIT_OK = 0
+EXIT_DIVERGED = 65
+"""The run diverged (lit.train.divergence): a `diverged` line in metrics.jsonl says when and why."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ def _run(cfg: Config, info: dist.DistInfo, device: torch.device) -> int:
         cfg.model.name, counts["image_params"] / 1e6, "frozen" if counts["image_trainable"] == 0 else "partly trainable",
         counts["text_params"] / 1e6, counts["trainable"] / 1e6, info.world_size, info.source, device,
     )
-    trainer = Trainer(cfg, built, info, device, plan.total_steps)
+    trainer = Trainer(cfg, built, info, device, plan.total_steps, plan.steps_per_epoch)
     start_step, resumed_from, changes = resume_state(cfg, trainer, tower_fp, info)
     metrics = MetricsWriter(run_dir, enabled=info.is_main, tensorboard=cfg.train.tensorboard)
     metrics.write("start", start_step, resumed_from=resumed_from, world_size=info.world_size,
@@ -208,8 +209,11 @@ def _loop(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistIn
                     bad_total = int(dist.all_reduce_sum(torch.tensor([float(bad)], device=trainer.device)).item())
                     metrics.write("train", trainer.step, epoch=epoch, samples=trainer.samples_seen,
                                   samples_per_s=round(rate, 2), bad_samples=bad_total, **out)
-                if not math.isfinite(out["loss"]):
-                    raise FloatingPointError(f"loss is {out['loss']} at step {trainer.step}: lower train.lr or raise train.warmup_steps")
+                why_diverged = trainer.watch.after_step(trainer.step, out["loss"])
+                if trainer.step == epoch_end and why_diverged is None:
+                    why_diverged = trainer.watch.end_epoch(trainer.step, epoch)
+                if dist.any_rank(why_diverged is not None, trainer.device):
+                    return _diverged(cfg, info, metrics, plan, trainer.step, why_diverged or "another rank's loss is not finite")
                 stop = dist.any_rank(signals.requested(), trainer.device)
                 every = cfg.checkpoint.every_steps
                 if stop or trainer.step == epoch_end or trainer.step >= stop_at or (every and trainer.step % every == 0):
@@ -223,15 +227,27 @@ def _loop(cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistIn
             del batches
             metrics.write("epoch", trainer.step, epoch=epoch)
             _maybe_evaluate(cfg, built, info, trainer, metrics, epoch)
+    _plot(cfg, info, metrics, plan)
+    if cfg.eval.final:
+        _evaluate(cfg, built, info, trainer, metrics, final=True)
+    metrics.write("done", trainer.step, samples=trainer.samples_seen)
+    return EXIT_OK
+
+
+def _plot(cfg: Config, info: dist.DistInfo, metrics: MetricsWriter, plan: StepPlan) -> None:
     if info.is_main:
         from lit.plots import training_curves
 
         lrs = [lr_at(s, plan.total_steps, cfg.train) for s in range(plan.total_steps)]
         training_curves(read_jsonl(metrics.path), Path(cfg.run_dir) / "plots" / "training.png", lrs)
-    if cfg.eval.final:
-        _evaluate(cfg, built, info, trainer, metrics, final=True)
-    metrics.write("done", trainer.step, samples=trainer.samples_seen)
-    return EXIT_OK
+
+
+def _diverged(cfg: Config, info: dist.DistInfo, metrics: MetricsWriter, plan: StepPlan, step: int, reason: str) -> int:
+    """End a diverged run: no checkpoint (its weights are what diverged), a `diverged` line, the plots."""
+    metrics.write("diverged", step, reason=reason)
+    logger.error("diverged at step %d: %s (lower train.lr or raise train.warmup_steps)", step, reason)
+    _plot(cfg, info, metrics, plan)
+    return EXIT_DIVERGED
 
 
 def _maybe_evaluate(cfg: Config, built: BuiltModel, info: dist.DistInfo, trainer: Trainer, metrics: MetricsWriter, epoch: int) -> None:

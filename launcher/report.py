@@ -1,0 +1,265 @@
+"""`python -m launcher report SWEEP_DIR`: the members of a sweep side by side (also written when the last member ends).
+
+- `report.md` and `report.json`: per member its overrides, outcome (finished / diverged at step N /
+  not finished), final and best zero-shot top-1/top-5 and the epoch of the best, wall time and
+  GPU-hours; members that differ only in `train.seed` are summed up as mean ± std; beside them the
+  linear probe (`lit probe`, SWEEP_DIR/probe) and whole-model baselines (`lit eval --open-clip`,
+  SWEEP_DIR/baselines/NAME) when they were run, and the paper's published figures (`paper: warmup`).
+- `plots/loss.png`, `plots/lr.png`, `plots/top1.png`: every member's loss per epoch, learning rate
+  per step and zero-shot top-1 per epoch, overlaid (the paper's Figure 3 for every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from launcher import runs, sweep
+from lit.eval.paper import PAPER_WARMUP
+from lit.io import atomic_write, write_json
+
+REPORT = "report.md"
+
+
+# ---------------------------------------------------------------- what each member did
+
+
+def _attempt_seconds(records: list[dict[str, Any]]) -> float:
+    """Time spent training: each attempt from its `start` line to its last line."""
+    total, start, last = 0.0, None, None
+    for r in records:
+        t = float(r.get("time", 0))
+        if r.get("type") == "start":
+            if start is not None and last is not None:
+                total += last - start
+            start = last = t
+        elif start is not None:
+            last = t
+    if start is not None and last is not None:
+        total += last - start
+    return total
+
+
+def member_summary(name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """One member's row: outcome, final/best accuracy, wall time, GPU-hours (plain data)."""
+    records = runs.metrics(run_dir)
+    cfg = runs.load_run_config(run_dir) if (run_dir / "config.yaml").is_file() else None
+    starts = [r for r in records if r.get("type") == "start"]
+    per_epoch = int(starts[-1].get("steps_per_epoch") or 0) if starts else 0
+    evals = [r for r in records if r.get("type") == "eval" and r.get("top1") is not None]
+    outcome = runs.outcome(records)
+    diverged = runs.diverged_at(records)
+    final = next((r for r in reversed(evals) if r.get("final")), None) if outcome == "finished" else None
+    best = max(evals, key=lambda r: float(r["top1"])) if evals else None
+    world = int(starts[-1].get("world_size", 1)) if starts else 1
+    gpus = bool(cfg and cfg.slurm.gpus_per_node and cfg.train.device != "cpu" and cfg.cluster == "slurm")
+    seconds = _attempt_seconds(records)
+    return {
+        "member": name, "overrides": overrides, "run_dir": str(run_dir),
+        "outcome": outcome or "not finished",
+        "diverged_step": diverged["step"] if diverged else None, "diverged_reason": diverged.get("reason") if diverged else None,
+        "final_top1": final.get("top1") if final else None, "final_top5": final.get("top5") if final else None,
+        "best_top1": best.get("top1") if best else None, "best_top5": best.get("top5") if best else None,
+        "best_epoch": math.ceil(int(best["step"]) / per_epoch) if best and per_epoch else None,
+        "wall_s": round(seconds, 1), "gpu_hours": round(seconds * world / 3600, 3) if gpus else 0.0,
+        "warmup_steps": cfg.train.warmup_steps if cfg else None, "seed": cfg.train.seed if cfg else None,
+    }
+
+
+def _curves(run_dir: Path) -> dict[str, Any]:
+    records = runs.metrics(run_dir)
+    # a resumed run repeats the steps after its checkpoint: the latest line of a step wins
+    train = {int(r["step"]): r for r in records if r.get("type") == "train"}
+    evals = {int(r["step"]): r for r in records if r.get("type") == "eval" and r.get("top1") is not None}
+    starts = [r for r in records if r.get("type") == "start"]
+    per_epoch = int(starts[-1].get("steps_per_epoch") or 1) if starts else 1
+    losses: dict[int, list[float]] = defaultdict(list)
+    for r in train.values():
+        if r.get("loss") is not None:
+            losses[int(r["epoch"]) + 1].append(float(r["loss"]))
+    return {
+        "loss": sorted((e, sum(v) / len(v)) for e, v in losses.items()),
+        "lr": sorted((s, float(r["lr"])) for s, r in train.items() if r.get("lr") is not None),
+        "top1": sorted((math.ceil(s / per_epoch), float(r["top1"])) for s, r in evals.items()),
+    }
+
+
+# ---------------------------------------------------------------- beside the members
+
+
+def _group_key(overrides: list[str]) -> tuple[str, ...]:
+    return tuple(o for o in overrides if not o.startswith("train.seed="))
+
+
+def seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Members that differ only in train.seed: mean ± std of their final top-1/top-5 and how many diverged."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[_group_key(r["overrides"])].append(r)
+    out = []
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        entry: dict[str, Any] = {"overrides": list(key), "members": [m["member"] for m in members],
+                                 "diverged": sum(m["outcome"] == "diverged" for m in members)}
+        for metric in ("final_top1", "final_top5"):
+            values = [float(m[metric]) for m in members if m[metric] is not None]
+            entry[metric] = round(statistics.fmean(values), 2) if values else None
+            entry[f"{metric}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else None
+        out.append(entry)
+    return out
+
+
+def extras(sweep_dir: Path) -> dict[str, Any]:
+    """The linear probe and the baselines found in the sweep folder (results.json files)."""
+    import json
+
+    found: dict[str, Any] = {"probe": None, "baselines": {}}
+    probe = sweep_dir / "probe" / "results.json"
+    if probe.is_file():
+        found["probe"] = json.loads(probe.read_text())
+    for path in sorted((sweep_dir / "baselines").glob("*/results.json")):
+        found["baselines"][path.parent.name] = json.loads(path.read_text())
+    return found
+
+
+def paper_rows(rows: list[dict[str, Any]], paper: str) -> dict[str, Any]:
+    """The paper's published result of each member's setting (`paper: warmup`: by train.warmup_steps)."""
+    if paper != "warmup":
+        return {}
+    out = {}
+    for r in rows:
+        if r["warmup_steps"] in PAPER_WARMUP:
+            figure = PAPER_WARMUP[r["warmup_steps"]]
+            out[r["member"]] = {"warmup_steps": r["warmup_steps"], "diverged": figure is None,
+                                "top1": figure[0] if figure else None, "top5": figure[1] if figure else None}
+    return out
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _outcome(r: dict[str, Any]) -> str:
+    if r["outcome"] == "diverged":
+        return f"diverged at step {r['diverged_step']}"
+    return str(r["outcome"])
+
+
+def markdown(data: dict[str, Any]) -> str:
+    lines = [f"# Sweep {data['name']}", "", f"{len(data['members'])} members of `{data['job']}`"
+             + (f", common overrides: `{' '.join(data['overrides'])}`" if data["overrides"] else "") + ".", "",
+             "| member | overrides | outcome | final top-1 | final top-5 | best top-1 (epoch) | wall time | GPU-hours |"
+             + (" paper top-1 / top-5 |" if data["paper"] else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if data["paper"] else "")]
+    for r in data["members"]:
+        paper = data["paper"].get(r["member"])
+        cell = "" if not data["paper"] else (" diverged |" if paper and paper["diverged"] else
+                                             f" {_pct(paper['top1'])} / {_pct(paper['top5'])} |" if paper else " - |")
+        best = f"{_pct(r['best_top1'])} ({r['best_epoch']})" if r["best_top1"] is not None else "-"
+        lines.append(f"| {r['member']} | `{' '.join(r['overrides']) or '-'}` | {_outcome(r)} | {_pct(r['final_top1'])} | "
+                     f"{_pct(r['final_top5'])} | {best} | {_duration(r['wall_s'])} | {r['gpu_hours']:.2f} |{cell}")
+    diverged = [r for r in data["members"] if r["outcome"] == "diverged"]
+    if diverged:
+        lines += ["", "Diverged:"] + [f"- {r['member']}: step {r['diverged_step']}, {r['diverged_reason']}" for r in diverged]
+    if data["seed_groups"]:
+        lines += ["", "Over seeds (final top-1 / top-5, mean ± std):", "",
+                  "| overrides | members | diverged | top-1 | top-5 |", "|---|---|---|---|---|"]
+        for g in data["seed_groups"]:
+            lines.append(f"| `{' '.join(g['overrides']) or '-'}` | {len(g['members'])} | {g['diverged']} | "
+                         f"{_pct(g['final_top1'])} ± {_pct(g['final_top1_std'])} | {_pct(g['final_top5'])} ± {_pct(g['final_top5_std'])} |")
+    probe, baselines = data["extras"]["probe"], data["extras"]["baselines"]
+    if probe or baselines:
+        lines += ["", "Beside zero-shot (same validation set):", "", "| model | top-1 | top-5 |", "|---|---|---|"]
+        if probe:
+            lines.append(f"| linear probe on the frozen features (supervised ceiling) | {_pct(probe.get('top1'))} | {_pct(probe.get('top5'))} |")
+        for name, res in baselines.items():
+            lines.append(f"| {name} (whole pretrained model, zero-shot) | {_pct(res.get('top1'))} | {_pct(res.get('top5'))} |")
+    lines += ["", "Plots: `plots/loss.png` (loss per epoch), `plots/lr.png` (learning rate per step), `plots/top1.png` "
+              "(zero-shot top-1 per epoch)" + (", the paper's final top-1 as dashed lines." if data["paper"] else "."), ""]
+    return "\n".join(lines)
+
+
+def plot(sweep_dir: Path, curves: dict[str, dict[str, Any]], paper: dict[str, Any]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    titles = {"loss": ("epoch", "mean training loss"), "lr": ("step", "learning rate"), "top1": ("epoch", "zero-shot top-1 (%)")}
+    for kind, (xlabel, ylabel) in titles.items():
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        for i, (name, c) in enumerate(curves.items()):
+            if c[kind]:
+                xs, ys = zip(*c[kind])
+                ax.plot(xs, ys, marker="o" if kind != "lr" else None, markersize=3, label=name, color=f"C{i % 10}")
+            if kind == "top1" and paper.get(name) and paper[name]["top1"] is not None:
+                ax.axhline(paper[name]["top1"], linestyle="--", color=f"C{i % 10}", linewidth=1,
+                           label=f"paper, warm-up {paper[name]['warmup_steps']}: {paper[name]['top1']}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = sweep_dir / "plots" / f"{kind}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        tmp.replace(path)
+        out.append(path)
+    return out
+
+
+def build(sweep_dir: str | Path) -> dict[str, Any]:
+    """Everything the report shows, as plain data."""
+    sweep_dir = Path(sweep_dir)
+    spec = sweep.read(sweep_dir)
+    rows = [member_summary(m["name"], m["overrides"], Path(m["run_dir"])) for m in spec["members"]]
+    return {"name": spec["name"], "job": spec["job"], "overrides": spec["overrides"], "members": rows,
+            "seed_groups": seed_groups(rows), "paper": paper_rows(rows, spec.get("paper", "")), "extras": extras(sweep_dir)}
+
+
+def write_report(sweep_dir: str | Path) -> Path:
+    """Write report.md, report.json and the plots; returns report.md's path."""
+    sweep_dir = Path(sweep_dir)
+    data = build(sweep_dir)
+    curves = {m["name"]: _curves(Path(m["run_dir"])) for m in sweep.read(sweep_dir)["members"]}
+    plot(sweep_dir, curves, data["paper"])
+    write_json(sweep_dir / "report.json", data)
+    atomic_write(sweep_dir / REPORT, markdown(data))
+    return sweep_dir / REPORT
+
+
+# ---------------------------------------------------------------- command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep_dir", metavar="SWEEP_DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    path = write_report(Path(args.sweep_dir).resolve())
+    out = Console(soft_wrap=True)
+    out.print(Markdown(path.read_text()))
+    out.print(f"written: {path}, {path.with_name('report.json')}, {path.parent / 'plots'}/{{loss,lr,top1}}.png")
+    return 0
+
+
+__all__ = ["REPORT", "build", "member_summary", "seed_groups", "write_report"]
