@@ -257,7 +257,10 @@ def run(args: argparse.Namespace) -> int:
 
     path = write_report(Path(args.sweep_dir).resolve())
     out = Console(soft_wrap=True)
-    out.print(Markdown(path.read_text()))
+    if out.is_terminal:
+        out.print(Markdown(path.read_text()))
+    else:  # piped: the Markdown itself, never wrapped
+        print(path.read_text(), flush=True)
     out.print(f"written: {path}, {path.with_name('report.json')}, {path.parent / 'plots'}/{{loss,lr,top1}}.png")
     return 0
 

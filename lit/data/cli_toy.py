@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-per-class", type=int, default=10, help="val images per species")
     parser.add_argument("--test-per-class", type=int, default=2, help="public_test images per species (unlabelled)")
     parser.add_argument("--image-size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--hard", action="store_true",
+                        help="96 look-alike species (8 families x 3 genera x 4 species that differ by a small hue step) "
+                             "instead of the 32 clearly drawn ones: a set where settings make a difference")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,14 +31,15 @@ def run(args: argparse.Namespace) -> int:
     if args.image_size < 16:
         console.print(f"[red]--image-size must be >= 16 pixels, got {args.image_size}[/red]")
         return 2
-    total = toy_image_count(args.train_per_class, args.val_per_class, args.test_per_class)
+    total = toy_image_count(args.train_per_class, args.val_per_class, args.test_per_class, args.hard)
     start = time.perf_counter()
     with Progress(TextColumn("[bold]drawing toy images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task("toy", total=total)
         root = write_toy_inat(args.out, seed=args.seed, train_per_class=args.train_per_class,
                               val_per_class=args.val_per_class, image_size=args.image_size,
-                              test_per_class=args.test_per_class, on_image=lambda: progress.advance(task))
-    console.print(f"[green]wrote {total} images of {len(SPECIES)} species[/green] to {root} "
+                              test_per_class=args.test_per_class, on_image=lambda: progress.advance(task), hard=args.hard)
+    classes = total // max(1, args.train_per_class + args.val_per_class + args.test_per_class) if total else len(SPECIES)
+    console.print(f"[green]wrote {total} images of {classes} species[/green] to {root} "
                   f"in {time.perf_counter() - start:.1f} s (train.json, train_mini.json, val.json, public_test.json)")
     return 0

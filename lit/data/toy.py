@@ -205,9 +205,10 @@ def _image_entry(iid: int, file_name: str, width: int, height: int, rng: np.rand
     }
 
 
-def _document(categories: list[Category], images: list[dict[str, Any]], labels: list[int] | None) -> dict[str, Any]:
+def _document(categories: list[Category], images: list[dict[str, Any]], labels: list[int] | None, hard: bool = False) -> dict[str, Any]:
+    what = "96 look-alike species (8 families x 3 genera x 4)" if hard else "32 real iNat2021 species"
     doc: dict[str, Any] = {
-        "info": {"year": 2021, "version": "toy", "description": "lit toy-inat: 32 real iNat2021 species, drawn images",
+        "info": {"year": 2021, "version": "toy-hard" if hard else "toy", "description": f"lit toy-inat: {what}, drawn images",
                  "contributor": "lit", "url": "", "date_created": "2021-01-01 00:00:00"},
         "images": images,
         "categories": [c.to_json() for c in categories],
@@ -234,16 +235,20 @@ def write_toy_inat(
     test_per_class: int = 2,
     quality: int = 90,
     on_image: Callable[[], None] | None = None,
+    hard: bool = False,
 ) -> Path:
     """Write train/train_mini/val/public_test JSON and their image folders under `out`; returns `out`.
 
     `image_size` is a side or (width, height). train_mini holds the first quarter of each
     class's train images (same ids, own folder, as the official one). `on_image` is called
-    after each image (progress).
+    after each image (progress). `hard`: the 96 look-alike species of lit.data.toy_hard.
     """
+    from lit.data.toy_hard import hard_categories, hard_style
+
     out = Path(out)
     width, height = (image_size, image_size) if isinstance(image_size, int) else image_size
-    categories = toy_categories()
+    categories = hard_categories() if hard else toy_categories()
+    style_of = hard_style if hard else ClassStyle.of
     next_id = 0
     docs: dict[str, tuple[list[dict[str, Any]], list[int] | None]] = {}
     mini: tuple[list[dict[str, Any]], list[int]] = ([], [])
@@ -254,7 +259,7 @@ def write_toy_inat(
             name = str(uuid.UUID(bytes=rng.bytes(16), version=4))
             folder = "public_test" if split == "public_test" else f"{split}/{cat.image_dir_name}"
             entry = _image_entry(next_id, f"{folder}/{name}.jpg", width, height, rng)
-            data = jpeg_bytes(draw_image(ClassStyle.of(index), rng, width, height), quality)
+            data = jpeg_bytes(draw_image(style_of(index), rng, width, height), quality)
             path = out / entry["file_name"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
@@ -272,13 +277,16 @@ def write_toy_inat(
         docs[split] = (images, None if split == "public_test" else labels)
     docs["train_mini"] = mini
     for split, (split_images, split_labels) in docs.items():
-        (out / f"{split}.json").write_text(json.dumps(_document(categories, split_images, split_labels)))
+        (out / f"{split}.json").write_text(json.dumps(_document(categories, split_images, split_labels, hard)))
     return out
 
 
-def toy_image_count(train_per_class: int = 40, val_per_class: int = 10, test_per_class: int = 2) -> int:
+def toy_image_count(train_per_class: int = 40, val_per_class: int = 10, test_per_class: int = 2, hard: bool = False) -> int:
     """Images drawn by write_toy_inat with these counts (train_mini reuses train images)."""
-    return len(SPECIES) * (train_per_class + val_per_class + test_per_class)
+    from lit.data.toy_hard import GENERA, SPECIES_OF_GENUS
+
+    classes = len(GENERA) * len(SPECIES_OF_GENUS) if hard else len(SPECIES)
+    return classes * (train_per_class + val_per_class + test_per_class)
 
 
 __all__ = ["SHAPES", "SPECIES", "TEXTURES", "ClassStyle", "draw_image", "jpeg_bytes", "toy_categories",
