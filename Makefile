@@ -23,10 +23,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The whole suite: lint and types first, then every test. As root with apt-get, the packages of the
-# real-SLURM tests are installed first; elsewhere those tests skip and the summary at the end says so.
+# real-SLURM tests and of the browser test (chromium) are installed first; elsewhere those tests skip
+# and the summary at the end says so.
 test: venv
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then bash .ci/slurm-packages.sh; \
-	else echo "make test: not root, or no apt-get: slurm-wlm cannot be installed here, so the real-SLURM tests will skip"; fi
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then bash .ci/slurm-packages.sh && bash .ci/browser-packages.sh; \
+	else echo "make test: not root, or no apt-get: slurm-wlm and chromium cannot be installed here, so the real-SLURM and browser tests will skip"; fi
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q
 

@@ -1,14 +1,21 @@
-"""`lit predict --checkpoint CKPT IMAGE... [--rank genus]`: the top-k species (or taxa) of images with their taxonomy.
+"""`lit predict --checkpoint RUN | --model EXPORT INPUT... [--out predictions.csv]`: species of many photos.
 
-The class embeddings are built on the first call and kept under RUN/eval/classifiers
-(lit.eval.classifier_cache), so later calls on the same checkpoint, classes and templates
-only run the image tower.
+INPUT is an image file, a folder (searched recursively for image types) or a .txt/.lst file
+of paths. Images go in batches (`--batch-size`) through DataLoader workers (`--workers`),
+with the EXIF orientation applied. An unreadable or non-image file is skipped, counted and
+listed in the summary, never stopping the others; the exit code is 0 when every image was
+predicted, 1 when some were skipped, 2 on a usage error. `--subset` restricts the ranked
+classes; `--min-confidence P` makes the answer the deepest rank with probability >= P (else
+`unknown`), with the temperature `lit calibrate` stored. `--model` runs an ONNX export with
+onnxruntime alone (no torch is imported). With a checkpoint, the class embeddings are built on
+the first call and kept under RUN/eval/classifiers (lit.eval.classifier_cache).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from rich.console import Console
 
@@ -16,47 +23,74 @@ from lit.data.inat import RANKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG)")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run directory (its newest checkpoint)")
+    parser.add_argument("images", nargs="+", help="image files, folders (recursive, by image type) or .txt/.lst files of paths")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint file, or a run directory (its newest checkpoint)")
+    source.add_argument("--model", help="an ONNX export folder (`lit export CHECKPOINT OUT --onnx`): onnxruntime only, no torch")
     parser.add_argument("-k", "--top", type=int, default=5, help="how many guesses per image")
     parser.add_argument("--rank", choices=RANKS, default="species",
-                        help="rank to predict at: probabilities are summed up the tree")
+                        help="rank of the top-k list: probabilities are summed up the tree")
+    parser.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                        help="the answer is the deepest rank whose probability is >= P, else `unknown` (default 0: the top species)")
+    parser.add_argument("--subset", action="append", default=[], metavar="RANK=NAME[,NAME]|CSV",
+                        help="rank only these classes: e.g. family=Felidae, supercategory=Birds, or a CSV of allowed taxa "
+                             "at any rank; repeat to allow several")
+    parser.add_argument("--out", help="write one row per image to this .csv or .jsonl file (then only a summary is printed)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="image decoding workers (0: none)")
     parser.add_argument("--categories", help="candidate classes: categories.json, a split JSON or the official CSV "
                                              "(default: the checkpoint config's validation categories)")
     parser.add_argument("--templates", help="comma-separated template sets (default: the config's eval.templates)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of tables")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lit import dist
-    from lit.checkpoint import model_from_checkpoint, resolve_checkpoint
     from lit.configlib import ConfigError
-    from lit.eval.classifier_cache import cache_dir, classifier_key, load_or_build
-    from lit.eval.predict import predict, print_predictions, read_categories
-    from lit.eval.runner import load_categories, val_folder
-    from lit.eval.templates import parse_template_list, resolve_templates
-    from lit.eval.zeroshot import build_classifier
+    from lit.log import console as err_console
+    from lit.serve.batch import predict_files
+    from lit.serve.engines import load_predictor
+    from lit.serve.images import discover
+    from lit.serve.results import check_out, prediction_table, print_summary, row_writer, write_skipped
+    from lit.serve.scoring import Scorer
+    from lit.serve.subset import parse_subset
 
     if args.top < 1:
         raise ConfigError("", "--top", f"must be >= 1, got {args.top}")
-    device = dist.pick_device(dist.DistInfo(0, 1, 0, "single"), args.device)
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    cfg, built, _ = model_from_checkpoint(checkpoint, device)
-    if args.categories:
-        categories = read_categories(args.categories)
+    if args.batch_size < 1 or args.workers < 0:
+        raise ConfigError("", "--batch-size/--workers", f"need a batch size >= 1 and workers >= 0, got {args.batch_size}, {args.workers}")
+    if args.out:
+        check_out(args.out)
+    paths, skipped = discover(args.images)
+    if not paths and not skipped:
+        raise ConfigError("", "images", f"no image files in {', '.join(args.images)}")
+    templates = None
+    if args.templates:
+        from lit.eval.templates import parse_template_list
+
+        templates = parse_template_list(args.templates)
+    predictor = load_predictor(args.checkpoint, args.model, categories=args.categories, templates=templates, device=args.device)
+    scorer = Scorer.of(predictor.categories, temperature=predictor.temperature(), allowed=parse_subset(args.subset, predictor.categories),
+                       k=args.top, rank=args.rank, min_confidence=args.min_confidence)
+    progress = not args.quiet and len(paths) > args.batch_size
+    if args.out:
+        with row_writer(args.out, args.top) as writer:
+            predictions, bad = predict_files(predictor, paths, scorer, batch_size=args.batch_size, workers=args.workers,
+                                             on_rows=writer.write, console=err_console, progress=progress)
     else:
-        folder, key = val_folder(cfg)
-        categories = load_categories(folder, key)
-    templates = parse_template_list(args.templates) if args.templates else cfg.eval.templates
-    sets = resolve_templates(templates, cfg.captions)
-    classifier = load_or_build(cache_dir(checkpoint), classifier_key(checkpoint, categories, sets),
-                               lambda: build_classifier(built.model.eval(), built.tokenizer, categories, sets, device=device),
-                               device)
-    results = predict(built.model, built.preprocess_val, classifier, categories, args.images, args.top, args.rank)
-    if args.json:
-        for image, guesses in zip(args.images, results):
-            print(json.dumps({"image": str(image), "guesses": [g.to_json() for g in guesses]}, ensure_ascii=False))
-    else:
-        print_predictions(args.images, results, Console())
-    return 0
+        predictions, bad = predict_files(predictor, paths, scorer, batch_size=args.batch_size, workers=args.workers,
+                                         console=err_console, progress=progress)
+        out = Console()
+        for p in predictions:
+            if args.json:
+                print(json.dumps(p.to_json(), ensure_ascii=False))
+            else:
+                out.print(prediction_table(p))
+    skipped += bad
+    print_summary(len(predictions), skipped, err_console)
+    if args.out:
+        err_console.print(f"{len(predictions)} row(s) → {args.out}", soft_wrap=True, highlight=False)
+        if skipped:
+            err_console.print(f"skipped inputs → {write_skipped(args.out, skipped)}", soft_wrap=True, highlight=False)
+    return 1 if skipped else 0

@@ -66,7 +66,11 @@ def test_lit_predict(tiny_run: Path, toy_val: Path, capsys: pytest.CaptureFixtur
     assert all(g["probability"] >= g["species_probability"] - 1e-6 for g in guesses)  # a genus holds its species
     assert main(["predict", "--checkpoint", str(tiny_run), str(images[0])]) == 0
     assert "common name" in capsys.readouterr().out
-    assert main(["predict", "--checkpoint", str(tiny_run), str(toy_val / "manifest.json")]) == 2
+    capsys.readouterr()
+    # a file that is not an image is skipped and listed, and the exit code says so (1); a usage error is 2
+    assert main(["predict", "--checkpoint", str(tiny_run), str(toy_val / "manifest.json")]) == 1
+    assert "0 image(s) predicted, 1 skipped" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(tiny_run), str(images[0]), "--top", "0"]) == 2
 
 
 def test_probabilities_sum_up_the_tree() -> None:

@@ -1,0 +1,129 @@
+"""The web app of `lit serve`: a page to drop a photo on, and `POST /predict` (multipart field `file`) answering JSON.
+
+Uploads are bounded in bytes (413) and pixels (a decompression bomb is refused, 400); a body
+that is not an image is a 415; a missing field a 400: every refusal is a 4xx with a message,
+never a 500. Decoding runs in the thread pool; the model call holds a lock, so concurrent
+requests never share a forward pass (onnxruntime and torch would be safe, the lock keeps
+memory bounded). `GET /health` describes the model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import UploadFile
+
+from lit.serve.engines import Predictor
+from lit.serve.images import MAX_PIXELS, BadImage, open_image
+from lit.serve.scoring import Scorer
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_BYTES = 20 * 2**20
+"""Largest upload accepted (20 MiB: a full-size camera JPEG is well below)."""
+
+
+@dataclass
+class Service:
+    """The model, its scoring and the upload limits; `predict` is safe to call from many threads."""
+
+    predictor: Predictor
+    scorer: Scorer
+    max_bytes: int = MAX_BYTES
+    max_pixels: int = MAX_PIXELS
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    served: int = 0
+
+    def predict(self, data: bytes, name: str) -> dict[str, Any]:
+        start = time.perf_counter()
+        try:
+            image = open_image(data, self.max_pixels)
+        except BadImage as err:
+            bomb = "decompression bomb" in str(err)
+            raise HTTPException(400 if bomb else 415, f"{name or 'the upload'}: {err}") from err
+        with self.lock:
+            logits = self.predictor.logits_of([image])
+            self.served += 1
+        prediction = self.scorer.score([name], logits)[0]
+        return {**prediction.to_json(), "size": list(image.size), "seconds": round(time.perf_counter() - start, 4)}
+
+
+def _bounded(request: Request, limit: int) -> Request:
+    """The request with a body that stops at `limit` bytes (413), also when it comes chunked without a length."""
+    received = 0
+
+    async def receive() -> Any:
+        nonlocal received
+        message = await request.receive()
+        if message.get("type") == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, f"the upload is larger than the limit of {limit - FORM_OVERHEAD:,} bytes")
+        return message
+
+    return Request(request.scope, receive)
+
+
+FORM_OVERHEAD = 64 * 1024
+"""Bytes of multipart headers and boundaries allowed on top of the file's limit."""
+
+
+async def _upload(request: Request, service: Service) -> tuple[bytes, str]:
+    """The bytes and file name of the multipart field `file`, within the byte limit."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > service.max_bytes + FORM_OVERHEAD:
+        raise HTTPException(413, f"the upload is {int(declared):,} bytes; the limit is {service.max_bytes:,}")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPException(400, "send the photo as multipart/form-data in the field `file`")
+    try:
+        form = await _bounded(request, service.max_bytes + FORM_OVERHEAD).form(max_files=1, max_fields=8)
+    except HTTPException:
+        raise
+    except Exception as err:  # noqa: BLE001 - starlette raises several kinds for a malformed body
+        raise HTTPException(400, f"cannot read the form: {err}") from err
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise HTTPException(400, "no file in the multipart field `file`")
+    data = await upload.read(service.max_bytes + 1)
+    await form.close()
+    if len(data) > service.max_bytes:
+        raise HTTPException(413, f"the upload is larger than the limit of {service.max_bytes:,} bytes")
+    if not data:
+        raise HTTPException(400, "the field `file` is empty")
+    return data, upload.filename or ""
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI app over a Service."""
+    app = FastAPI(title="lit serve", docs_url=None, redoc_url=None, openapi_url=None)
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        return page
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": service.predictor.describe(), "served": service.served,
+                "min_confidence": service.scorer.min_confidence, "temperature": service.scorer.temperature,
+                "max_bytes": service.max_bytes, "max_pixels": service.max_pixels}
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        data, name = await _upload(request, service)
+        return await run_in_threadpool(service.predict, data, name)
+
+    return app
+
+
+__all__ = ["MAX_BYTES", "Service", "create_app"]

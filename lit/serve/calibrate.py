@@ -1,0 +1,135 @@
+"""`lit calibrate RUN`: fit a temperature on half of the validation set, measure it on the other half, store it.
+
+The validation samples are split by a hash of their keys (the same split whatever the shard
+order or workers): `fraction` of them fit T, the rest are held out and measure the expected
+calibration error before and after, at species and genus, and the coverage-vs-accuracy curve
+of `--min-confidence` thresholds. RUN/calibration.json keeps T (prediction reads it) and
+RUN/eval/calibration/ the report: calibration.json and plots/coverage.png.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lit.configlib import ConfigError
+from lit.data.loader import Stream, eval_pipeline, make_loader
+from lit.eval.metrics import label_lookup, to_class_index
+from lit.eval.runner import check_val_cache, image_features, val_folder
+from lit.log import console, logger
+from lit.serve.calibration import Calibration, fit_temperature, measure, nll
+from lit.serve.scoring import Taxonomy
+from lit.serve.torch_model import CheckpointModel
+
+
+def is_fit_key(key: str, fraction: float) -> bool:
+    """Whether the sample `key` belongs to the fitting part (a fixed hash split)."""
+    return zlib.crc32(f"calibrate:{key}".encode()) < fraction * 2**32
+
+
+@torch.no_grad()
+def validation_logits(model: CheckpointModel, progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Logits [N, C], class indices [N] and keys of every validation sample of the run's config."""
+    cfg = model.cfg
+    folder, key = val_folder(cfg)
+    cached = cfg.data.image_source == "cached"
+    if cached:
+        check_val_cache(folder, model.built)
+    stream = Stream(folder.urls, cached, None if cached else model.preprocess, tokenizer=None, seed=cfg.train.seed)
+    pipeline = eval_pipeline(stream, rank=0, world=1, batch_size=cfg.eval.batch_size)
+    loader = make_loader(pipeline, min(cfg.data.workers, len(folder.urls)), seed=cfg.train.seed)
+    lookup = label_lookup(model.categories)
+    logits, targets, keys = [], [], []
+    bar = Progress(TextColumn("[bold]calibration logits"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, disable=not progress)
+    with bar:
+        task = bar.add_task("val", total=folder.samples)
+        for batch in loader:
+            index = to_class_index(batch["labels"], lookup)
+            known = index >= 0
+            if not bool(known.all()):
+                raise ConfigError("", key, f"{folder.path} holds labels missing from the classes predicted: calibrate with the "
+                                           "run's own validation categories")
+            feats = image_features(model.built.model, batch["images"].to(model.device), cached, cfg.train.precision)
+            logits.append((model.logit_scale * feats @ model.classifier.T).cpu().numpy())
+            targets.append(index.numpy())
+            keys += list(batch["keys"])
+            bar.advance(task, len(index))
+    if not logits:
+        raise ConfigError("", key, f"no validation samples could be read from {folder.path}")
+    return np.concatenate(logits), np.concatenate(targets), keys
+
+
+def calibrate(checkpoint: str | Path, fraction: float = 0.5, device: str = "auto", progress: bool = True) -> tuple[Calibration, Path]:
+    """Fit, measure and store the temperature of a run's newest checkpoint (or a checkpoint file)."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError("", "--fit-fraction", f"must be between 0 and 1 (exclusive), got {fraction}")
+    model = CheckpointModel.load(checkpoint, device=device)
+    logits, targets, keys = validation_logits(model, progress)
+    fit = np.array([is_fit_key(k, fraction) for k in keys], dtype=bool)
+    if fit.sum() < 2 or (~fit).sum() < 2:
+        raise ConfigError("", "--fit-fraction", f"{len(keys)} validation samples give {int(fit.sum())} to fit and "
+                                                f"{int((~fit).sum())} to hold out: both need at least 2")
+    temperature = fit_temperature(logits[fit], targets[fit])
+    taxonomy = Taxonomy.of(model.categories)
+    held, held_t = logits[~fit], targets[~fit]
+    ece_before, curve_before = measure(held, held_t, taxonomy, 1.0)
+    ece_after, curve_after = measure(held, held_t, taxonomy, temperature)
+    cal = Calibration(
+        temperature=temperature, checkpoint=str(model.checkpoint), step=model.step, templates=list(model.templates),
+        num_classes=len(model.categories), fit_samples=int(fit.sum()), heldout_samples=int((~fit).sum()),
+        ece_before=ece_before, ece_after=ece_after, nll_before=round(nll(held, held_t, 1.0), 5),
+        nll_after=round(nll(held, held_t, temperature), 5),
+        coverage={f"{rank}_{when}": curve for when, curves in (("before", curve_before), ("after", curve_after))
+                  for rank, curve in curves.items()},
+    )
+    cal.save(model.run_dir)
+    report = model.run_dir / "eval" / "calibration"
+    cal.save(report)
+    coverage_plot(cal, report / "plots" / "coverage.png")
+    logger.info("temperature %.4f fit on %d samples; held-out ECE species %.2f%% → %.2f%%, genus %.2f%% → %.2f%%",
+                temperature, cal.fit_samples, ece_before["species"], ece_after["species"], ece_before["genus"], ece_after["genus"])
+    return cal, report
+
+
+def coverage_plot(cal: Calibration, out: Path) -> Path:
+    """Accuracy against coverage as the threshold P moves (species and genus, before and after), and both against P."""
+    from lit.plots import plt, save_figure
+
+    fig, (ax_cov, ax_p) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"species": "tab:blue", "genus": "tab:green"}
+    for name, curve in cal.coverage.items():
+        rank, when = name.rsplit("_", 1)
+        pts = [(c["coverage"], c["accuracy"], c["min_confidence"]) for c in curve if c["accuracy"] is not None]
+        line = "-" if when == "after" else ":"
+        label = f"{rank}, " + (f"T={cal.temperature:.2f}" if when == "after" else "T=1")
+        ax_cov.plot([p[0] for p in pts], [p[1] for p in pts], line, color=styles[rank], marker="o", ms=3, label=label)
+        if when == "after":
+            ax_p.plot([p[2] for p in pts], [p[1] for p in pts], "-", color=styles[rank], label=f"{rank} accuracy")
+            ax_p.plot([p[2] for p in pts], [p[0] for p in pts], "--", color=styles[rank], label=f"{rank} coverage")
+    ax_cov.set_xlabel("coverage: images answered at the rank (%)")
+    ax_cov.set_ylabel("accuracy of those answers (%)")
+    ax_cov.set_title("Coverage vs accuracy over --min-confidence P")
+    ax_p.set_xlabel("--min-confidence P")
+    ax_p.set_ylabel("percent")
+    ax_p.set_title(f"Calibrated (T={cal.temperature:.2f})")
+    for ax in (ax_cov, ax_p):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Held-out {cal.heldout_samples} images: ECE species {cal.ece_before.get('species')} → "
+                 f"{cal.ece_after.get('species')} %, genus {cal.ece_before.get('genus')} → {cal.ece_after.get('genus')} %")
+    return save_figure(fig, out)
+
+
+def report_rows(cal: Calibration) -> list[tuple[str, str, str]]:
+    """(measure, before, after) rows of the report table."""
+    rows = [(f"ECE {rank} (%)", f"{cal.ece_before[rank]:.2f}", f"{cal.ece_after[rank]:.2f}") for rank in cal.ece_before]
+    rows.append(("NLL species", f"{cal.nll_before:.4f}", f"{cal.nll_after:.4f}"))
+    return rows
+
+
+__all__ = ["calibrate", "coverage_plot", "is_fit_key", "report_rows", "validation_logits"]

@@ -1,0 +1,51 @@
+"""`lit serve RUN_OR_EXPORT [--port 8000]`: the web page and `POST /predict` on uvicorn, on 127.0.0.1 unless told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # FastAPI only when serving: `lit --help` stays fast
+    from lit.serve.app import Service
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="a run directory or checkpoint (torch), or an ONNX export folder (onnxruntime only)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("-k", "--top", type=int, default=5, help="species listed per photo")
+    parser.add_argument("--min-confidence", type=float, default=0.5, metavar="P",
+                        help="the answer is the deepest rank with probability >= P, else `unknown`")
+    parser.add_argument("--subset", action="append", default=[], metavar="RANK=NAME[,NAME]|CSV",
+                        help="rank only these classes (as `lit predict --subset`)")
+    parser.add_argument("--max-mb", type=float, default=20.0, help="largest upload in MiB")
+    parser.add_argument("--max-megapixels", type=float, default=64.0, help="largest image in megapixels (decompression bombs)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+
+def build_service(args: argparse.Namespace) -> Service:
+    """The Service of the arguments (lit.serve.app)."""
+    from lit.serve.app import Service
+    from lit.serve.engines import open_target
+    from lit.serve.scoring import Scorer
+    from lit.serve.subset import parse_subset
+
+    predictor = open_target(args.target, args.device)
+    scorer = Scorer.of(predictor.categories, temperature=predictor.temperature(), allowed=parse_subset(args.subset, predictor.categories),
+                       k=args.top, min_confidence=args.min_confidence)
+    return Service(predictor, scorer, max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from lit.configlib import ConfigError
+    from lit.log import console
+    from lit.serve.app import create_app
+
+    if not 0 < args.port < 65536:
+        raise ConfigError("", "--port", f"must be 1-65535, got {args.port}")
+    service = build_service(args)
+    console.print(f"lit serve: {service.predictor.describe()} on http://{args.host}:{args.port}/ (POST /predict, field `file`)")
+    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
+    return 0

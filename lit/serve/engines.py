@@ -1,0 +1,57 @@
+"""Open what the user named: a checkpoint or run directory (torch), or an ONNX export folder (onnxruntime, no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from lit.configlib import ConfigError
+from lit.data.inat import Category
+from lit.serve.batch import LogitBatch
+
+
+class Predictor(Protocol):
+    """A model that scores images (lit.serve.torch_model.CheckpointModel, lit.serve.onnx_predict.OnnxModel)."""
+
+    @property
+    def categories(self) -> list[Category]: ...
+
+    def batches(self, paths: Sequence[Path], batch_size: int, workers: int) -> Iterator[LogitBatch]: ...
+
+    def logits_of(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def temperature(self) -> float: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def load_predictor(checkpoint: str | Path | None = None, model: str | Path | None = None, *,
+                   categories: str | Path | None = None, templates: Sequence[str] | None = None, device: str = "auto",
+                   threads: int | None = None) -> Predictor:
+    """The predictor of a checkpoint (or run directory) or of an ONNX export folder; exactly one is given."""
+    if (checkpoint is None) == (model is None):
+        raise ConfigError("", "--checkpoint/--model", "give a checkpoint (or run directory) or an ONNX export folder, not both")
+    if model is not None:
+        if categories or templates:
+            raise ConfigError("", "--categories/--templates", f"{model} is an ONNX export: its classes and templates are fixed "
+                                                               "at export time (`lit export CHECKPOINT OUT --onnx --categories ...`)")
+        from lit.serve.onnx_predict import OnnxModel, default_threads
+
+        return OnnxModel.load(model, threads or default_threads())
+    from lit.serve.torch_model import CheckpointModel
+
+    return CheckpointModel.load(checkpoint or "", categories, templates, device)
+
+
+def open_target(target: str | Path, device: str = "auto") -> Predictor:
+    """`lit serve RUN_OR_EXPORT`: an export folder when it looks like one, else a checkpoint or run directory."""
+    from lit.serve.onnx_predict import is_export
+
+    return load_predictor(model=target) if is_export(target) else load_predictor(checkpoint=target, device=device)
+
+
+__all__ = ["Predictor", "load_predictor", "open_target"]

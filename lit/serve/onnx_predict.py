@@ -1,0 +1,143 @@
+"""An exported model (`lit export CHECKPOINT OUT --onnx`) run with onnxruntime, numpy and PIL only: no torch.
+
+The folder holds image_encoder.onnx (unit-norm image embeddings, dynamic batch),
+class_embeddings.npy (fp16, unit-norm rows), categories.json (the classes and their taxonomy,
+in row order), preprocessing.json, calibration.json and manifest.json (logit scale, what was
+exported and how it was verified). tests/serve check that this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lit.configlib import ConfigError
+from lit.data.inat import Category, parse_category
+from lit.serve.batch import LogitBatch
+from lit.serve.calibration import FILE as CALIBRATION_FILE
+from lit.serve.calibration import temperature_for
+from lit.serve.images import BadImage, Preprocessing, open_image
+
+FORMAT = 1
+ENCODER = "image_encoder.onnx"
+CLASSES = "class_embeddings.npy"
+CATEGORIES = "categories.json"
+PREPROCESSING = "preprocessing.json"
+MANIFEST = "manifest.json"
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether `path` is a folder written by the ONNX export."""
+    return (Path(path) / MANIFEST).is_file() and (Path(path) / ENCODER).is_file()
+
+
+def session_options(threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+@dataclass
+class OnnxModel:
+    """An export folder ready to predict: session, class embeddings, categories, preprocessing, logit scale."""
+
+    folder: Path
+    session: Any
+    class_embeddings: np.ndarray  # [C, D] float32 (stored fp16)
+    categories_list: list[Category]
+    preprocess: Preprocessing
+    logit_scale: float
+    manifest: dict[str, Any]
+
+    @classmethod
+    def load(cls, folder: str | Path, threads: int | None = None) -> OnnxModel:
+        """Open an export folder; a missing or foreign file is a ConfigError naming it."""
+        import onnxruntime as ort
+
+        folder = Path(folder)
+        if not is_export(folder):
+            raise ConfigError(str(folder), "--model", f"not an ONNX export (no {MANIFEST} and {ENCODER}): "
+                                                      "write one with `lit export CHECKPOINT OUT --onnx`")
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+            if manifest.get("format") != FORMAT:
+                raise ConfigError(str(folder / MANIFEST), "format", f"{manifest.get('format')!r}; this version reads {FORMAT}: "
+                                                                    "export the checkpoint again")
+            raw = json.loads((folder / CATEGORIES).read_text())
+            categories = [parse_category(r, str(folder / CATEGORIES), i) for i, r in enumerate(raw)]
+            preprocess = Preprocessing.of(json.loads((folder / PREPROCESSING).read_text()))
+            classes = np.load(folder / CLASSES).astype(np.float32)
+        except (OSError, ValueError, KeyError) as err:
+            raise ConfigError(str(folder), "--model", f"a file of the export cannot be read ({err}): export again") from err
+        if classes.shape[0] != len(categories):
+            raise ConfigError(str(folder), "--model", f"{CLASSES} has {classes.shape[0]} rows for {len(categories)} classes: export again")
+        session = ort.InferenceSession(str(folder / ENCODER), sess_options=session_options(threads),
+                                       providers=["CPUExecutionProvider"])
+        return cls(folder, session, classes, categories, preprocess, float(manifest["logit_scale"]), manifest)
+
+    @property
+    def categories(self) -> list[Category]:
+        return self.categories_list
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Unit-norm image embeddings [N, D] of preprocessed images [N, 3, H, W] float32."""
+        return np.asarray(self.session.run(None, {self.session.get_inputs()[0].name: images})[0], dtype=np.float32)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """logit_scale x cosine(image, class): [N, C] float32."""
+        return self.logit_scale * self.embed(images) @ self.class_embeddings.T
+
+    def logits_of(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Logits of opened RGB images."""
+        return self.logits(np.stack([self.preprocess(im) for im in images]))
+
+    def _load(self, path: Path) -> np.ndarray | str:
+        try:
+            return self.preprocess(open_image(path))
+        except BadImage as err:
+            return str(err)
+
+    def batches(self, paths: Sequence[Path], batch_size: int, workers: int) -> Iterator[LogitBatch]:
+        """Logits of the readable files, batch by batch; `workers` threads decode (PIL releases the GIL)."""
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for start in range(0, len(paths), batch_size):
+                loaded = list(pool.map(self._load, paths[start:start + batch_size]))
+                good = [(start + i, x) for i, x in enumerate(loaded) if isinstance(x, np.ndarray)]
+                bad = [(start + i, x) for i, x in enumerate(loaded) if isinstance(x, str)]
+                logits = (self.logits(np.stack([x for _, x in good])) if good
+                          else np.zeros((0, len(self.categories_list)), np.float32))
+                yield [i for i, _ in good], logits, bad
+
+    def temperature(self) -> float:
+        """The calibration exported with the model (1.0 without one)."""
+        return temperature_for(self.folder) if (self.folder / CALIBRATION_FILE).is_file() else 1.0
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "onnx", "folder": str(self.folder), "checkpoint": self.manifest.get("checkpoint"),
+                "step": self.manifest.get("step"), "classes": len(self.categories_list),
+                "templates": self.manifest.get("templates", [])}
+
+
+def default_threads() -> int:
+    """onnxruntime threads: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+__all__ = ["CATEGORIES", "CLASSES", "ENCODER", "FORMAT", "MANIFEST", "PREPROCESSING", "OnnxModel", "default_threads", "is_export",
+           "session_options"]

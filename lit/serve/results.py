@@ -1,0 +1,128 @@
+"""Writing predictions: one row per image as CSV or JSON lines (streamed into an atomic file), and the summary.
+
+A CSV row holds the path, the confident answer (rank, taxon, probability, lineage) and for
+each of the top k: taxon, probability, common name of its most likely species, lineage.
+A JSON line is `Prediction.to_json()`: {"image", "guesses": [...], "answer": {...}}. Skipped inputs go to
+OUT.skipped.txt (path, tab, reason) and the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from rich.console import Console
+from rich.table import Table
+
+from lit.configlib import ConfigError
+from lit.io import atomic_file
+from lit.serve.images import Skipped
+from lit.serve.scoring import Prediction
+
+FORMATS = (".csv", ".jsonl")
+
+
+def csv_header(k: int) -> list[str]:
+    head = ["path", "answer_rank", "answer_taxon", "answer_probability", "answer_lineage"]
+    for i in range(1, k + 1):
+        head += [f"taxon_{i}", f"probability_{i}", f"common_name_{i}", f"lineage_{i}"]
+    return head
+
+
+def csv_row(p: Prediction, k: int) -> list[str]:
+    a = p.answer
+    row = [p.path, a.rank or "", a.taxon, f"{a.probability:.6f}", " > ".join(a.lineage)]
+    for i in range(k):
+        if i < len(p.guesses):
+            g = p.guesses[i]
+            row += [g.taxon, f"{g.probability:.6f}", g.species.common_name if g.rank == "species" else "", " > ".join(g.lineage)]
+        else:
+            row += ["", "", "", ""]
+    return row
+
+
+class RowWriter:
+    """Rows of predictions into `out`, in the format of its suffix (.csv or .jsonl)."""
+
+    def __init__(self, f: IO[bytes], suffix: str, k: int) -> None:
+        self.text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        self.suffix, self.k, self.rows = suffix, k, 0
+        self.csv = csv.writer(self.text) if suffix == ".csv" else None
+        if self.csv is not None:
+            self.csv.writerow(csv_header(k))
+
+    def write(self, predictions: Sequence[Prediction]) -> None:
+        for p in predictions:
+            if self.csv is not None:
+                self.csv.writerow(csv_row(p, self.k))
+            else:
+                self.text.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
+            self.rows += 1
+
+
+def check_out(out: str | Path) -> Path:
+    path = Path(out)
+    if path.suffix.lower() not in FORMATS:
+        raise ConfigError("", "--out", f"{path}: name a .csv or .jsonl file")
+    return path
+
+
+@contextmanager
+def row_writer(out: str | Path, k: int) -> Iterator[RowWriter]:
+    """A RowWriter whose file appears at `out` only when the block ends without an error."""
+    path = check_out(out)
+    with atomic_file(path) as f:
+        writer = RowWriter(f, path.suffix.lower(), k)
+        yield writer
+        writer.text.flush()
+        writer.text.detach()
+
+
+def skipped_lines(skipped: Sequence[Skipped]) -> list[str]:
+    return [f"{s.path}\t{s.reason}" for s in skipped]
+
+
+def write_skipped(out: str | Path, skipped: Sequence[Skipped]) -> Path:
+    """Every skipped input and its reason, one a line (tab-separated), beside the predictions: OUT.skipped.txt."""
+    path = Path(out).with_name(Path(out).name + ".skipped.txt")
+    from lit.io import atomic_write
+
+    return atomic_write(path, "".join(line + "\n" for line in skipped_lines(skipped)))
+
+
+def prediction_table(p: Prediction) -> Table:
+    """One image's top-k (names, probability, lineage) and its confident answer below."""
+    rank = p.guesses[0].rank if p.guesses else "species"
+    a = p.answer
+    answer = "unknown (no rank reaches the threshold)" if a.rank is None else f"{a.rank} {a.taxon} ({100 * a.probability:.1f}%)"
+    table = Table(title=p.path, title_justify="left", caption=f"answer at >= {100 * a.min_confidence:.0f}%: {answer}",
+                  caption_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("prob.", justify="right")
+    names = ("common name", "species", "taxonomy") if rank == "species" else (rank, "taxonomy", "most likely species")
+    for name in names:
+        table.add_column(name)
+    for i, g in enumerate(p.guesses, 1):
+        if rank == "species":
+            cells = (g.species.common_name, g.species.name, " > ".join(g.lineage[:-1]))
+        else:
+            cells = (g.taxon, " > ".join(g.lineage), f"{g.species.common_name} ({g.species.name}) {100 * g.species_probability:.1f}%")
+        table.add_row(str(i), f"{100 * g.probability:.1f}%", *cells, style="bold" if i == 1 else "")
+    return table
+
+
+def print_summary(predicted: int, skipped: Sequence[Skipped], console: Console, limit: int = 50) -> None:
+    """How many images were predicted and skipped, then each skipped input with its reason (the first `limit`), unwrapped."""
+    console.print(f"{predicted} image(s) predicted, {len(skipped) or 'none'} skipped", highlight=False)
+    for s in skipped[:limit]:
+        console.print(f"  skipped {s.path}: {s.reason}", soft_wrap=True, markup=False, highlight=False)
+    if len(skipped) > limit:
+        console.print(f"  ... and {len(skipped) - limit} more", highlight=False)
+
+
+__all__ = ["FORMATS", "RowWriter", "check_out", "csv_header", "csv_row", "prediction_table", "print_summary", "row_writer", "skipped_lines", "write_skipped"]

@@ -1,0 +1,111 @@
+"""A trained checkpoint as a predictor: image tower, class embeddings (kept by lit.eval.classifier_cache), logit scale.
+
+`CheckpointModel.logits` gives what `lit.serve.scoring` turns into answers, so the checkpoint
+and its ONNX export (lit.serve.onnx_predict) share one scoring path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lit.config import Config
+from lit.data.inat import Category
+from lit.eval.templates import TemplateSet
+from lit.model import BuiltModel, clip_api
+from lit.serve.batch import LogitBatch
+from lit.serve.calibration import temperature_for
+
+
+@dataclass
+class CheckpointModel:
+    """What prediction needs from a checkpoint; `classifier` rows are unit-norm class embeddings [C, D]."""
+
+    checkpoint: Path
+    cfg: Config
+    built: BuiltModel
+    categories: list[Category]
+    templates: tuple[str, ...]
+    classifier: torch.Tensor
+    device: torch.device
+    step: int
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, categories: str | Path | None = None, templates: Sequence[str] | None = None,
+             device: str = "auto") -> CheckpointModel:
+        """The newest checkpoint of a run (or a file), with class embeddings built once and kept on disk."""
+        from lit import dist
+        from lit.checkpoint import model_from_checkpoint, resolve_checkpoint
+        from lit.eval.classifier_cache import cache_dir, classifier_key, load_or_build
+        from lit.eval.predict import read_categories
+        from lit.eval.runner import load_categories, val_folder
+        from lit.eval.templates import resolve_templates
+        from lit.eval.zeroshot import build_classifier
+
+        dev = dist.pick_device(dist.DistInfo(0, 1, 0, "single"), device)
+        path = resolve_checkpoint(checkpoint)
+        cfg, built, state = model_from_checkpoint(path, dev)
+        if categories:
+            cats = read_categories(categories)
+        else:
+            folder, key = val_folder(cfg)
+            cats = load_categories(folder, key)
+        names = tuple(templates) if templates else tuple(cfg.eval.templates)
+        sets: list[TemplateSet] = resolve_templates(names, cfg.captions)
+        classifier = load_or_build(cache_dir(path), classifier_key(path, cats, sets),
+                                   lambda: build_classifier(built.model.eval(), built.tokenizer, cats, sets, device=dev), dev)
+        return cls(path, cfg, built, cats, names, classifier.to(dev).float(), dev, int(state["step"]))
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder of the checkpoint (RUN for RUN/checkpoints/step-N.pt)."""
+        parent = self.checkpoint.resolve().parent
+        return parent.parent if parent.name == "checkpoints" else parent
+
+    @property
+    def preprocess(self) -> Callable[[Any], torch.Tensor]:
+        return self.built.preprocess_val
+
+    @property
+    def logit_scale(self) -> float:
+        return float(clip_api(self.built.model).logit_scale.detach().exp())
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm image embeddings [N, D] (float32) of preprocessed images [N, 3, H, W]."""
+        feats = clip_api(self.built.model).encode_image(images.to(self.device))
+        return F.normalize(feats.float(), dim=-1)
+
+    def logits(self, images: torch.Tensor) -> np.ndarray:
+        """logit_scale x cosine(image, class): [N, C] float32."""
+        return (self.logit_scale * self.embed(images) @ self.classifier.T).cpu().numpy()
+
+    def batches(self, paths: Sequence[Path], batch_size: int, workers: int) -> Iterator[LogitBatch]:
+        """Logits of the readable files, batch by batch, decoded by DataLoader workers (lit.serve.batch.Engine)."""
+        from lit.serve.inputs import image_loader
+
+        workers = min(workers, -(-len(paths) // batch_size))  # no more workers than batches: each costs a start-up
+        for batch in image_loader(paths, self.preprocess, batch_size, workers):
+            logits = self.logits(batch.images) if batch.images is not None else np.zeros((0, len(self.categories)), np.float32)
+            yield batch.indices, logits, batch.bad
+
+    def logits_of(self, images: Sequence[Any]) -> np.ndarray:
+        """Logits of opened RGB images (the web app's path)."""
+        return self.logits(torch.stack([self.preprocess(im) for im in images]))
+
+    def temperature(self) -> float:
+        """The temperature `lit calibrate` stored for this checkpoint (1.0 without one)."""
+        return temperature_for(self.run_dir, str(self.checkpoint), self.step)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "checkpoint", "checkpoint": str(self.checkpoint), "step": self.step, "model": self.cfg.model.name,
+                "classes": len(self.categories), "templates": list(self.templates)}
+
+
+__all__ = ["CheckpointModel"]

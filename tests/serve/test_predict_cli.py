@@ -1,0 +1,93 @@
+"""`lit predict` over folders and lists: CSV / JSONL rows, skipped files counted, subsets, back-off, both engines agreeing."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from lit.cli import main
+from lit.data.inat import RANKS
+from tests.serve.conftest import FieldRun
+
+
+@pytest.fixture
+def mixed_folder(field_run: FieldRun, tmp_path: Path) -> tuple[Path, int]:
+    """A folder of 40 validation photos in sub-folders, one broken JPEG, one text file with a .png name, and a note."""
+    folder = tmp_path / "photos"
+    for i, src in enumerate(field_run.images[::3][:40]):
+        dst = folder / f"site{i % 3}" / f"{i:03d}.jpg"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+    (folder / "site0" / "broken.jpg").write_bytes(field_run.images[0].read_bytes()[:300])
+    (folder / "site1" / "fake.png").write_text("not a png")
+    (folder / "README.txt").write_text("field notes: not an image type, not listed")
+    return folder, 40
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_folder_to_csv_skips_and_counts_bad_files(field_run: FieldRun, mixed_folder: tuple[Path, int], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    folder, good = mixed_folder
+    out = tmp_path / "predictions.csv"
+    rc = main(["predict", "--checkpoint", str(field_run.run), str(folder), "--out", str(out), "--batch-size", "8",
+               "--workers", "2", "--min-confidence", "0.2"])
+    assert rc == 1  # something was skipped
+    err = capsys.readouterr().err
+    assert f"{good} image(s) predicted, 2 skipped" in err and "broken.jpg" in err and "fake.png" in err
+    listed = (tmp_path / "predictions.csv.skipped.txt").read_text().splitlines()
+    assert sorted(Path(line.split("\t")[0]).name for line in listed) == ["broken.jpg", "fake.png"]
+    rows = read_csv(out)
+    assert len(rows) == good and all(r["path"].endswith(".jpg") and "broken" not in r["path"] for r in rows)
+    assert [r["path"] for r in rows] == sorted(r["path"] for r in rows)  # input order
+    for r in rows:
+        probs = [float(r[f"probability_{i}"]) for i in range(1, 6)]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+        assert r["common_name_1"] and len(r["lineage_1"].split(" > ")) == 7
+        assert r["answer_rank"] in (*RANKS, "") and (r["answer_rank"] == "" or float(r["answer_probability"]) >= 0.2)
+        if r["answer_rank"] == "species":
+            assert r["answer_taxon"] == r["taxon_1"]
+        elif r["answer_rank"]:
+            assert float(r["probability_1"]) < 0.2  # it backed off because the species was not sure enough
+    only_good = [str(p) for p in sorted(folder.rglob("0*.jpg"))][:5]
+    assert main(["predict", "--checkpoint", str(field_run.run), *only_good, "--out", str(tmp_path / "p.jsonl")]) == 0
+
+
+def test_list_file_jsonl_subset_and_back_off(field_run: FieldRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "paths.txt"
+    listing.write_text("\n".join(str(p) for p in field_run.images[:10]) + "\n")
+    out = tmp_path / "birds.jsonl"
+    assert main(["predict", "--checkpoint", str(field_run.run), str(listing), "--out", str(out), "--subset",
+                 "supercategory=Birds", "--subset", "genus=Vulpes", "--min-confidence", "0.6", "-k", "3"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["image"] for r in rows] == [str(p) for p in field_run.images[:10]]
+    allowed = {"Boissonneaua flavescens", "Cardinalis cardinalis", "Pica hudsonia", "Ardea herodias", "Vulpes vulpes"}
+    for r in rows:
+        assert len(r["guesses"]) == 3 and {g["species"] for g in r["guesses"]} <= allowed
+        answer = r["answer"]
+        assert answer["min_confidence"] == 0.6
+        assert answer["rank"] is None or answer["probability"] >= 0.6
+        if answer["rank"] != "species":
+            assert r["guesses"][0]["probability"] < 0.6
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(field_run.run), str(listing), "--subset", "family=Felidae"]) == 2
+    assert "no class has family 'Felidae'" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(field_run.run), str(listing), "--out", str(tmp_path / "x.txt")]) == 2
+
+
+def test_onnx_export_predicts_like_the_checkpoint(field_run: FieldRun, field_export: tuple[Path, dict], tmp_path: Path) -> None:
+    images = [str(p) for p in field_run.images[:24]]
+    a, b = tmp_path / "torch.jsonl", tmp_path / "onnx.jsonl"
+    assert main(["predict", "--checkpoint", str(field_run.run), *images, "--out", str(a), "--rank", "genus"]) == 0
+    assert main(["predict", "--model", str(field_export[0]), *images, "--out", str(b), "--rank", "genus"]) == 0
+    for x, y in zip(*(map(json.loads, p.read_text().splitlines()) for p in (a, b))):
+        assert [g["taxon"] for g in x["guesses"]] == [g["taxon"] for g in y["guesses"]]
+        assert [g["probability"] for g in x["guesses"]] == pytest.approx([g["probability"] for g in y["guesses"]], abs=2e-3)
+    with pytest.raises(SystemExit):  # one source only
+        main(["predict", "--checkpoint", str(field_run.run), "--model", str(field_export[0]), images[0]])
