@@ -21,9 +21,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shards": ("lit.data.cli_shards", "write captioned webdataset shards from a dataset split"),
     "embed": ("lit.data.cli_embed", "cache the frozen image tower's embeddings of a set of shards"),
     "train": ("lit.train.cli", "LiT-train a model from a job YAML"),
-    "export": ("lit.train.cli_export", "export a checkpoint as weights open_clip loads directly"),
+    "export": ("lit.serve.cli_export", "export a checkpoint as weights open_clip loads directly, or with --onnx for onnxruntime"),
     "eval": ("lit.eval.cli", "zero-shot top-1/top-5 and per-rank accuracy of a checkpoint"),
-    "predict": ("lit.eval.cli_predict", "top-k species of images with their taxonomy"),
+    "probe": ("lit.eval.cli_probe", "a linear probe (supervised ceiling) on a job's cached embeddings, reported as zero-shot is"),
+    "predict": ("lit.eval.cli_predict", "top-k species of images, folders or lists with their taxonomy (CSV/JSONL, subsets, back-off)"),
+    "calibrate": ("lit.serve.cli_calibrate", "fit the prediction temperature on the validation set and store it with the run"),
+    "serve": ("lit.serve.cli_serve", "a web page and JSON endpoint that name the species in a photo"),
     "models": ("lit.models.cli", "prepare the towers a job names on a login node (download, check, sha256 sums); verify them"),
     "doctor": ("lit.doctor", "check the runtime: torch, CUDA, GPUs, cuDNN, NCCL, job paths"),
 }
@@ -54,5 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except ConfigError as err:
-        console.print(f"[red]config error:[/red] {err}")
+        from rich.markup import escape
+
+        console.print(f"[red]config error:[/red] {escape(str(err))}", soft_wrap=True)  # whole: paths stay greppable
         return 2
