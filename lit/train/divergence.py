@@ -3,9 +3,9 @@
 The rule (`train.diverge_on_stall` adds the second half):
 - the loss of a step is not finite (nan or inf) on any rank; or
 - an epoch other than the first that starts after the warm-up has a mean loss at or above the
-  starting loss, the mean loss of the first `START_STEPS` steps (at most a quarter of an epoch):
-  a contrastive loss no lower than at the start once the learning rate has peaked means the text
-  tower collapsed and is not learning.
+  starting loss, the loss of the first step (computed with the initial weights, before any
+  update): a contrastive loss no lower than at the start once the learning rate has peaked means
+  the text tower collapsed and is not learning.
 
 The watch's state rides in every checkpoint, so a resumed run judges exactly as an uninterrupted one.
 """
@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-START_STEPS = 10
-"""Steps whose mean loss is the starting loss (fewer when an epoch is shorter)."""
+START_STEPS = 1
+"""Steps whose mean loss is the starting loss: the first, whose loss the initial weights give."""
 
 
 @dataclass
@@ -34,7 +34,7 @@ class DivergenceWatch:
 
     @property
     def start_steps(self) -> int:
-        return max(1, min(START_STEPS, self.steps_per_epoch // 4))
+        return START_STEPS
 
     @property
     def start_loss(self) -> float | None:

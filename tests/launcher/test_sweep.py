@@ -1,0 +1,103 @@
+"""Sweeps: members from axes and sweep files, what they share, and a local sweep run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from launcher import sweep
+from launcher.report import seed_groups
+from launcher.sweep_spec import MemberSpec, SweepSpec, expand, from_cli, load_spec, resolve, split_cli
+from lit.config import save_config
+from lit.configlib import ConfigError
+from tests.conftest import tiny_config
+
+
+def test_commas_are_axes_and_yaml_lists_are_values() -> None:
+    fixed, grid = split_cli(["train.warmup_steps=500,1000,2000", "eval.templates=[paper,openai]", "train.lr=2e-4"])
+    assert fixed == ["eval.templates=[paper,openai]", "train.lr=2e-4"] and grid == {"train.warmup_steps": ["500", "1000", "2000"]}
+    with pytest.raises(ConfigError, match="empty value"):
+        split_cli(["train.seed=1,,2"])
+    with pytest.raises(ConfigError, match="no axis to sweep"):
+        from_cli("job.yaml", ["train.lr=1e-3"])
+
+
+def test_members_are_named_and_crossed_with_the_grid() -> None:
+    spec = SweepSpec(job="j.yaml", members=(MemberSpec("short", ("train.warmup_steps=5",)), MemberSpec("long", ("train.warmup_steps=50",))),
+                     grid={"train.seed": [0, 1]})
+    assert expand(spec, "s.yaml") == [
+        ("short_seed-0", ("train.warmup_steps=5", "train.seed=0")), ("short_seed-1", ("train.warmup_steps=5", "train.seed=1")),
+        ("long_seed-0", ("train.warmup_steps=50", "train.seed=0")), ("long_seed-1", ("train.warmup_steps=50", "train.seed=1"))]
+    with pytest.raises(ConfigError, match="member names repeat: a"):
+        expand(SweepSpec(job="j.yaml", members=(MemberSpec("a"), MemberSpec("a"))), "s.yaml")
+    with pytest.raises(ConfigError, match="not a folder name"):
+        expand(SweepSpec(job="j.yaml", members=(MemberSpec("a/b"),)), "s.yaml")
+
+
+def write_job(tmp_path: Path, engine_data: dict, *extra: str) -> Path:
+    cfg = tiny_config(tmp_path / "unused", engine_data, ["cluster=local", "data.workers=0", "eval.final=true", *extra])
+    save_config(cfg, tmp_path / "job.yaml")
+    return tmp_path / "job.yaml"
+
+
+def test_a_sweep_file_resolves_every_member_and_names_bad_ones(engine_data: dict, tmp_path: Path) -> None:
+    write_job(tmp_path, engine_data)
+    (tmp_path / "s.yaml").write_text("job: job.yaml\nsweep_dir: sw\nmembers:\n  - {name: a, overrides: [train.lr=1e-3]}\n"
+                                     "  - {name: b, overrides: [train.lr=2e-3]}\n")
+    spec, _ = load_spec(tmp_path / "s.yaml", ["train.seed=0,1"])
+    assert spec.name == "s" and Path(spec.job) == tmp_path / "job.yaml"
+    sweep_dir, members = resolve(spec, "s.yaml")
+    assert [m.name for m in members] == ["a_seed-0", "a_seed-1", "b_seed-0", "b_seed-1"]
+    assert [m.cfg.train.lr for m in members] == [1e-3, 1e-3, 2e-3, 2e-3] and [m.cfg.train.seed for m in members] == [0, 1, 0, 1]
+    assert {m.cfg.run_dir for m in members} == {str(sweep_dir / m.name) for m in members}
+    (tmp_path / "bad.yaml").write_text("job: job.yaml\nmembers:\n  - {name: a, overrides: [train.lrr=1]}\n")
+    with pytest.raises(ConfigError, match="members.a.*train.lrr"):
+        resolve(load_spec(tmp_path / "bad.yaml")[0], "bad.yaml")
+    (tmp_path / "typo.yaml").write_text("job: job.yaml\nmember: []\n")
+    with pytest.raises(ConfigError, match="member"):
+        load_spec(tmp_path / "typo.yaml")
+
+
+def test_members_with_different_towers_may_not_share_a_cache(engine_data: dict, tmp_path: Path) -> None:
+    job = write_job(tmp_path, engine_data, "data.image_source=cached", "data.augment=false", "pipeline.stages=[shards,embed,train]")
+    same = from_cli(job, ["model.image_weights=a.pt,b.pt"], sweep_dir=str(tmp_path / "sw"))
+    with pytest.raises(ConfigError, match="give each member its own data.train_embeddings"):
+        sweep.prep_groups(resolve(same, "cli")[1])
+    own = from_cli(job, ["data.train_embeddings=e1,e2"], sweep_dir=str(tmp_path / "sw2"))
+    groups = sweep.prep_groups(resolve(own, "cli")[1])
+    assert len(groups["shards"]) == 1 and len(groups["embed"]) == 2  # one shards job for both, one cache each
+    res = from_cli(job, ["slurm.mem_gb=4,8"], sweep_dir=str(tmp_path / "sw3"))
+    with pytest.raises(ConfigError, match="slurm.mem_gb"):
+        sweep.check_shared(resolve(res, "cli")[1])
+
+
+def test_seeds_are_summed_up_as_mean_and_spread() -> None:
+    rows = [{"member": f"m{i}", "overrides": ["train.warmup_steps=5", f"train.seed={i}"], "outcome": "finished",
+             "final_top1": v, "final_top5": 90.0} for i, v in enumerate((40.0, 44.0))]
+    rows.append({"member": "d", "overrides": ["train.warmup_steps=5", "train.seed=2"], "outcome": "diverged", "final_top1": None,
+                 "final_top5": None})
+    (group,) = seed_groups(rows)
+    assert group["final_top1"] == 42.0 and group["final_top1_std"] == pytest.approx(2.83, abs=0.01) and group["diverged"] == 1
+
+
+@pytest.mark.slow  # two local runs of the tiny model: about 40 s
+def test_a_local_sweep_runs_each_member_reports_and_keeps_results(engine_data: dict, tmp_path: Path) -> None:
+    from launcher.__main__ import main
+
+    job = write_job(tmp_path, engine_data)
+    assert main(["sweep", str(job), "train.lr=1e-3,1000000.0", "--sweep-dir", str(tmp_path / "sw"), "--paper", "warmup"]) == 0
+    sweep_dir = tmp_path / "sw"
+    rows = {r["member"]: r for r in sweep.status(sweep_dir)}
+    assert {n: r["outcome"] for n, r in rows.items()} == {"lr-1e-3": "finished", "lr-1000000.0": "diverged"}
+    report = json.loads((sweep_dir / "report.json").read_text())  # written when the last member ended
+    members = {m["member"]: m for m in report["members"]}
+    results = json.loads((sweep_dir / "lr-1e-3" / "results.json").read_text())
+    assert members["lr-1e-3"]["final_top1"] == results["top1"] and members["lr-1000000.0"]["diverged_step"] >= 1
+    assert "diverged at step" in (sweep_dir / "report.md").read_text()
+    with pytest.raises(ConfigError, match="every member has its result"):
+        sweep.resume(sweep_dir)
+    assert sweep.cancel(sweep_dir) == []
+    with pytest.raises(ConfigError, match="holds a sweep already"):
+        sweep.submit(from_cli(job, ["train.lr=1e-3,2e-3"], sweep_dir=str(sweep_dir)), "cli")
