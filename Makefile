@@ -9,7 +9,7 @@ DEMO_OVERRIDES ?=
 GPU_WHEELS := open_clip_torch==3.3.0 webdataset==1.0.2 submitit==1.5.4 ftfy==6.3.1 wcwidth==0.2.13 braceexpand==0.1.7
 WHEEL_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
-.PHONY: venv lint test test-fast demo bench gpu-check gpu-wheels clean
+.PHONY: venv lint test test-fast demo ablation bench gpu-check gpu-wheels clean
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ test-fast: venv
 demo: venv
 	$(PY) -m launcher demo $(DEMO_OVERRIDES)
 
+# The paper's warm-up sweep in miniature: harder toy set, 3 warm-ups x 2 seeds, linear probe, report (runs/sweeps/ablation-warmup).
+ablation: venv
+	$(PY) -m launcher ablation
+
 bench: venv
 	$(PY) -m bench
 
@@ -54,4 +58,4 @@ gpu-wheels: venv
 	    $(WHEEL_PLATFORMS) -d .whl $(GPU_WHEELS)
 
 clean:
-	rm -rf $(VENV) runs/demo data/toy-inat data/shards data/embeddings
+	rm -rf $(VENV) runs/demo runs/sweeps/ablation-warmup data/toy-inat data/shards data/embeddings data/toy-hard data/shards-hard data/embeddings-hard

@@ -302,6 +302,7 @@ COMMANDS = {"submit": cmd_submit, "status": cmd_status, "resume": cmd_resume, "c
 PLUGINS = {
     "demo": ("launcher.demo", "the end-to-end demo (`make demo`)"),
     "sweep": ("launcher.cli_sweep", "submit a sweep: a job YAML with key=a,b,c axes, or a sweep file (one SLURM job array)"),
+    "ablation": ("launcher.ablation", "the paper's warm-up sweep in miniature, locally (`make ablation`)"),
     "report": ("launcher.report", "a sweep's members side by side: report.md, report.json and overlaid plots"),
 }
 """Commands implemented elsewhere: a module with `add_arguments(parser)` and `run(args) -> int`."""

@@ -167,8 +167,8 @@ def make_executor(cfg: Config, home: str | Path | None = None, after: str | None
     raise ConfigError("", "cluster", f"{cfg.cluster!r} runs in this process and has no executor")
 
 
-def render_sbatch(cfg: Config, home: str | Path | None = None, after: str | None = None) -> str:
-    """The sbatch script submitit would submit for this job (needs no SLURM installation)."""
+def render_sbatch(cfg: Config, home: str | Path | None = None, after: str | None = None, array_size: int = 0) -> str:
+    """The sbatch script submitit would submit for this job (needs no SLURM installation); `array_size`: a sweep's array."""
     from launcher.submitit_api import SlurmExecutor, sbatch_text
 
     class _Preview(SlurmExecutor):
@@ -177,7 +177,9 @@ def render_sbatch(cfg: Config, home: str | Path | None = None, after: str | None
             return 2
 
     executor = _Preview(submitit_folder(cfg, home), max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
-    executor.update_parameters(**slurm_parameters(cfg, home, after))
+    executor.update_parameters(**slurm_parameters(cfg, home, after, array=array_size > 0))
+    if array_size:
+        executor.parameters["map_count"] = array_size  # what submitit's batch() sets for an array
     return sbatch_text(executor)
 
 

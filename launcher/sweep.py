@@ -272,9 +272,9 @@ def dry_run_text(spec: SweepSpec, source: str) -> str:
         parallel = cfg.slurm.array_parallelism or len(members)
         lines.append(f"## job array of {len(members)} tasks, {min(parallel, len(members))} at once"
                      + (" (after the shared stages succeed)" if any(groups.values()) else ""))
-        script = render_sbatch(cfg, sweep_dir).replace("#SBATCH --job-name", f"#SBATCH --array=0-{len(members) - 1}%{min(parallel, len(members))}\n#SBATCH --job-name", 1)
-        lines.append(script.replace(f"-m launcher.retry {sweep_dir} \"$SLURM_JOB_ID\"",
-                                    f"-m launcher.retry {sweep_dir} \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\""))
+        after = ":".join(f"<job id of {stage} {group}>" for stage in PREP_STAGES for group, c in groups[stage]
+                         if not stages.state(c, stage).complete) or None
+        lines.append(render_sbatch(replace(cfg, name=spec.name), sweep_dir, after, array_size=len(members)))
     else:
         lines.append(f"## {cfg.cluster}: the members run on this machine, {max(1, cfg.slurm.array_parallelism)} at once")
     return "\n".join(lines)

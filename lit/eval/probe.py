@@ -7,9 +7,9 @@ information LiT's text side recovers; a sweep's report puts it beside zero-shot.
 
 The solver is torch: mini-batch AdamW over the features held in memory as fp16, with a cosine
 learning rate and weight decay. scikit-learn's LogisticRegression (lbfgs, multinomial) needs the
-float64 features and an N x C probability matrix per iteration: at iNat2021 scale (2.7M x 768,
-10,000 classes) that is 16.5 GB of features and 216 GB of probabilities, while this solver
-holds 4.1 GB of fp16 features and a 31 MB weight matrix (BENCHMARKS.md, probe). On the toy set
+float64 features and N x C matrices of probabilities and gradients per iteration: at iNat2021
+scale (2.7M x 768, 10,000 classes) about 446 GB, while this solver holds 4.3 GB (fp16
+features, the weights with AdamW's state, a batch of logits; BENCHMARKS.md, "Linear probe solver"). On the toy set
 both reach the same accuracy (tests/eval/test_probe.py checks it against scikit-learn).
 """
 
