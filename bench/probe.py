@@ -52,7 +52,7 @@ def run() -> list[dict[str, Any]]:
     sk_mem = (INAT_N * D * 8 + 2 * INAT_N * INAT_C * 8) / GB  # float64 X, probabilities and gradient
     rows: list[dict[str, Any]] = [
         {"metric": f"torch probe fit, {split} x {D}, {C} classes, {settings.epochs} epochs, 2 cores", "unit": "s", "values": [torch_s]},
-        {"metric": f"scikit-learn lbfgs fit, same data, max_iter 100, 2 cores", "unit": "s", "values": [sk_s]},
+        {"metric": "scikit-learn lbfgs fit, same data, max_iter 100, 2 cores", "unit": "s", "values": [sk_s]},
         {"metric": "torch probe, held-out top-1", "unit": "%", "values": [torch_acc]},
         {"metric": "scikit-learn, held-out top-1", "unit": "%", "values": [sk_acc]},
         {"metric": "torch probe at iNat2021 scale, one epoch on 2 cores (projected: N x C)", "unit": "h",
