@@ -151,6 +151,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir).resolve()
     if sweep.is_sweep(run_dir):
+        from launcher.cli_sweep import sweep_status
+
         return sweep_status(run_dir, args.json)
     status = runs.run_status(run_dir)
     if pipeline.is_pipeline(run_dir):
@@ -165,24 +167,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         out.print(attempts_table(status["attempts"]))
     if status["retry_decisions"]:
         out.print(failures_table(status["retry_decisions"]))
-    return 0
-
-
-def sweep_status(sweep_dir: Path, as_json: bool) -> int:
-    rows = sweep.status(sweep_dir)
-    if as_json:
-        print(json.dumps({"sweep": str(sweep_dir), "members": rows}, indent=2))
-        return 0
-    table = Table(title=f"sweep {sweep.read(sweep_dir)['name']}")
-    for column in ("member", "job", "state", "outcome", "step", "top-1", "last stop"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        step = f"{r['step']}" + (f" / {r['total_steps']}" if r.get("total_steps") else "")
-        table.add_row(r["member"], str(r["job_id"] or "-"), r["state"], r["outcome"] or "-", step,
-                      "-" if r["top1"] is None else f"{r['top1']:.2f}", escape(str(r["last_stop"] or "-")))
-    out.print(table)
-    out.print(f"one member: python -m launcher status {escape(str(sweep_dir))}/MEMBER; "
-              f"report: python -m launcher report {escape(str(sweep_dir))}", soft_wrap=True)
     return 0
 
 

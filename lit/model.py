@@ -219,7 +219,7 @@ def load_image_tower(model: nn.Module, path: str) -> None:
     if isinstance(source, dict) and "state_dict" in source:
         source = source["state_dict"]
     visual = submodule(model, "visual")
-    target_module: nn.Module = getattr(visual, "trunk", visual)
+    target_module: nn.Module = visual if set(source) >= set(visual.state_dict()) else getattr(visual, "trunk", visual)
     target = target_module.state_dict()
     if set(source) >= set(target):
         target_module.load_state_dict({k: source[k] for k in target}, strict=True)

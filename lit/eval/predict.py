@@ -11,32 +11,14 @@ whole lineage, as in the metrics), so genus probabilities sum to one like specie
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from lit.configlib import ConfigError
 from lit.data.inat import RANKS, Category, DatasetError, load_categories_csv, load_categories_json
 from lit.eval.metrics import Taxonomy
-
-
-@dataclass(frozen=True)
-class Guess:
-    """One entry of a top-k list: a taxon at `rank`, its probability and its most likely species."""
-
-    rank: str
-    taxon: str
-    lineage: tuple[str, ...]
-    probability: float
-    species: Category
-    species_probability: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"rank": self.rank, "taxon": self.taxon, "lineage": list(self.lineage), "probability": self.probability,
-                "species": self.species.name, "common_name": self.species.common_name,
-                "species_probability": self.species_probability}
+from lit.serve.scoring import Guess  # one definition for the torch and the onnxruntime paths
 
 
 def read_categories(path: str | Path) -> list[Category]:

