@@ -81,9 +81,17 @@ def _curves(run_dir: Path) -> dict[str, Any]:
     for r in train.values():
         if r.get("loss") is not None:
             losses[int(r["epoch"]) + 1].append(float(r["loss"]))
+    lrs = sorted((s, float(r["lr"])) for s, r in train.items() if r.get("lr") is not None)
+    total = int(starts[-1].get("total_steps") or 0) if starts else 0
+    if total and (run_dir / "config.yaml").is_file():  # the schedule is a pure function of the step: draw every step
+        from lit.train.optim import lr_at
+
+        schedule = runs.load_run_config(run_dir).train
+        last = max(train) if train else total
+        lrs = [(s + 1, lr_at(s, total, schedule)) for s in range(min(total, last))]
     return {
         "loss": sorted((e, sum(v) / len(v)) for e, v in losses.items()),
-        "lr": sorted((s, float(r["lr"])) for s, r in train.items() if r.get("lr") is not None),
+        "lr": lrs,
         "top1": sorted((math.ceil(s / per_epoch), float(r["top1"])) for s, r in evals.items()),
     }
 
