@@ -101,3 +101,40 @@ def test_a_local_sweep_runs_each_member_reports_and_keeps_results(engine_data: d
     assert sweep.cancel(sweep_dir) == []
     with pytest.raises(ConfigError, match="holds a sweep already"):
         sweep.submit(from_cli(job, ["train.lr=1e-3,2e-3"], sweep_dir=str(sweep_dir)), "cli")
+
+
+def test_the_report_puts_probe_baselines_and_the_paper_beside_the_members(tmp_path: Path) -> None:
+    from launcher.report import write_report
+    from lit.config import load_config
+    from lit.io import write_json
+
+    sweep_dir = tmp_path / "sw"
+    members = []
+    for name, warmup, top1, diverged in (("w500", 500, None, True), ("w1000", 1000, 41.0, False), ("w2000", 2000, 39.5, False)):
+        run_dir = sweep_dir / name
+        save_config(load_config(None, [f"run_dir={run_dir}", f"train.warmup_steps={warmup}", "cluster=slurm", "slurm.gpus_per_node=2"]),
+                    run_dir / "config.yaml")
+        lines = [{"type": "start", "step": 0, "time": 100.0, "world_size": 2, "steps_per_epoch": 10, "total_steps": 20},
+                 {"type": "train", "step": 10, "time": 150.0, "epoch": 0, "loss": 2.0, "lr": 1e-4}]
+        if diverged:
+            lines.append({"type": "diverged", "step": 12, "time": 160.0, "reason": "loss is nan at step 12"})
+        else:
+            lines += [{"type": "eval", "step": 10, "time": 155.0, "final": False, "top1": top1 + 1, "top5": 80.0},
+                      {"type": "eval", "step": 20, "time": 280.0, "final": True, "top1": top1, "top5": 81.0},
+                      {"type": "done", "step": 20, "time": 280.0 + 3420.0}]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        members.append({"name": name, "overrides": [f"train.warmup_steps={warmup}"], "run_dir": str(run_dir)})
+    write_json(sweep_dir / "sweep.json", {"name": "sw", "job": "job.yaml", "overrides": [], "paper": "warmup", "members": members})
+    write_json(sweep_dir / "probe/results.json", {"top1": 55.5, "top5": 90.0})
+    write_json(sweep_dir / "baselines/clip-vitl14/results.json", {"top1": 30.25, "top5": 60.0})
+    text = write_report(sweep_dir).read_text()
+    data = json.loads((sweep_dir / "report.json").read_text())
+    rows = {m["member"]: m for m in data["members"]}
+    assert rows["w500"]["outcome"] == "diverged" and rows["w500"]["diverged_step"] == 12 and rows["w500"]["final_top1"] is None
+    assert rows["w1000"]["final_top1"] == 41.0 and rows["w1000"]["best_top1"] == 42.0 and rows["w1000"]["best_epoch"] == 1
+    assert rows["w1000"]["wall_s"] == 3600.0 and rows["w1000"]["gpu_hours"] == 2.0  # one hour on 2 ranks with a GPU each
+    assert "| w500 | `train.warmup_steps=500` | diverged at step 12 |" in text and " diverged |" in text
+    assert "63.28 / 87.48" in text and "61.96 / 86.71" in text
+    assert "| linear probe on the frozen features (supervised ceiling) | 55.50 | 90.00 |" in text
+    assert "| clip-vitl14 (whole pretrained model, zero-shot) | 30.25 | 60.00 |" in text
+    assert all((sweep_dir / "plots" / f"{p}.png").stat().st_size > 1000 for p in ("loss", "lr", "top1"))
