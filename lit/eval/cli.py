@@ -54,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
         console = Console()
         if not args.quiet:
             print_report(result, console, hardest=min(10, len(result["hardest"])))
+        cal = result.get("calibration")
+        if cal:
+            console.print(f"calibration (lit calibrate, T={cal['temperature']:.3g}): expected calibration error at species "
+                          f"{cal['ece_before'].get('species', float('nan')):.2f} % before, {cal['ece_after'].get('species', float('nan')):.2f} % "
+                          f"after; coverage vs accuracy: {cal['coverage_plot']}")
         console.print(f"results → {out / 'results.json'}, plot → {out / 'plots' / 'accuracy.png'}")
     return 0
 

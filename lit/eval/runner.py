@@ -228,6 +228,19 @@ def default_out_dir(checkpoint_path: Path, templates: Sequence[str]) -> Path:
     return run_dir / "eval" / f"{checkpoint_path.stem}-{label}"
 
 
+def calibration_summary(checkpoint_path: Path, step: int) -> dict[str, Any] | None:
+    """What `lit calibrate` measured for this checkpoint (RUN/calibration.json): T, ECE before and after, its report."""
+    from lit.serve.calibration import FILE, Calibration
+
+    run_dir = checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
+    cal = Calibration.read(run_dir / FILE)
+    if cal is None or Path(cal.checkpoint).name != checkpoint_path.name or cal.step != step:
+        return None
+    return {"temperature": cal.temperature, "ece_before": cal.ece_before, "ece_after": cal.ece_after,
+            "heldout_samples": cal.heldout_samples, "report": str(run_dir / "eval" / "calibration"),
+            "coverage_plot": str(run_dir / "eval" / "calibration" / "plots" / "coverage.png")}
+
+
 def evaluate_checkpoint(
     ckpt: str | Path, data: str | Path | None = None, templates: Sequence[str] | None = None, out: str | Path | None = None,
     *, subset: int = 0, batch_size: int | None = None, workers: int | None = None, hardest: int | None = None,
@@ -244,8 +257,14 @@ def evaluate_checkpoint(
         cfg, built, state = model_from_checkpoint(path, dev)
         cfg = eval_config(cfg, data, templates, batch_size, workers, hardest)
         out_dir = Path(out) if out is not None else default_out_dir(path, cfg.eval.templates)
-        result = evaluate_model(cfg, built, info, subset, write_results=True, out_dir=out_dir,
+        result = evaluate_model(cfg, built, info, subset, write_results=False, out_dir=out_dir,
                                 checkpoint={"path": str(path), "step": int(state["step"])}, progress=progress)
+        calibration = calibration_summary(path, int(state["step"]))
+        if calibration is not None:  # the eval report carries the calibration measured for this checkpoint
+            result["calibration"] = calibration
+        if info.is_main:
+            write_outputs(result, out_dir)
+        dist.barrier()
         return result, out_dir
     finally:
         dist.shutdown()

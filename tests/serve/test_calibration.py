@@ -60,6 +60,11 @@ def test_lit_calibrate_stores_the_temperature_and_predict_uses_it(field_run: Fie
     assert cal["nll_after"] < cal["nll_before"]
     assert {"species_before", "species_after", "genus_before", "genus_after"} <= set(cal["coverage"])
     assert (run / "eval" / "calibration" / "plots" / "coverage.png").stat().st_size > 10_000
+    assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "eval"), "--quiet"]) == 0  # the eval report carries it
+    summary = json.loads((tmp_path / "eval" / "results.json").read_text())["calibration"]
+    assert summary["ece_before"] == cal["ece_before"] and summary["ece_after"] == cal["ece_after"]
+    assert summary["temperature"] == cal["temperature"] and summary["coverage_plot"].endswith("coverage.png")
+    assert "expected calibration error at species" in capsys.readouterr().out
     image = str(field_run.images[0])
     assert main(["predict", "--checkpoint", str(run), image, "--json", "-k", "1"]) == 0
     calibrated = json.loads(capsys.readouterr().out.splitlines()[-1])["guesses"][0]["probability"]
