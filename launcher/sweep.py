@@ -1,6 +1,7 @@
 """Sweeps: the members of a sweep (launcher.sweep_spec) as one SLURM job array, one requeueable run each.
 
-- `SWEEP_DIR/sweep.json` holds the spec and the members; each member is an ordinary run directory
+- `SWEEP_DIR/sweep.json` holds the spec and the members, `submissions.jsonl` each submission (members
+  → array task ids, the shared stages' jobs), resume and cancel; each member is an ordinary run directory
   `SWEEP_DIR/<member>` (status, logs, cancel and resume work on it as on any run).
 - Members share what they can: the shards of a dataset and the cached embeddings of each distinct
   image tower are made once, by the pipeline's shards and embed stages (`pipeline.stages`), and
@@ -31,7 +32,8 @@ from lit.configlib import ConfigError, to_dict
 from lit.io import append_jsonl, read_jsonl, write_json
 
 SWEEP = "sweep.json"
-SUBMISSIONS = "jobs.jsonl"
+SUBMISSIONS = "submissions.jsonl"
+"""The sweep folder's record of each submission, resume and cancel (members → array task ids, shared stages)."""
 PREP_STAGES = ("shards", "embed")
 TOWER_KEYS = ("image_weights", "image_pretrained", "lock_image", "unlocked_groups", "freeze_bn_stats")
 SHARED_SECTIONS = ("slurm", "container", "cluster")
