@@ -33,18 +33,14 @@ class DivergenceWatch:
     epoch_count: int = 0
 
     @property
-    def start_steps(self) -> int:
-        return START_STEPS
-
-    @property
     def start_loss(self) -> float | None:
-        return self.start_sum / self.start_count if self.start_count >= self.start_steps else None
+        return self.start_sum / self.start_count if self.start_count >= START_STEPS else None
 
     def after_step(self, step: int, loss: float) -> str | None:
         """Record the loss of optimizer step `step` (1-based); a reason when it is not finite."""
         if not math.isfinite(loss):
             return f"loss is {loss} at step {step}"
-        if self.start_count < self.start_steps:
+        if self.start_count < START_STEPS:
             self.start_sum += loss
             self.start_count += 1
         self.epoch_sum += loss
