@@ -38,6 +38,8 @@ TRAINING_KEYS = ("samples_seen", "total_steps", "optimizer", "scaler", "rng", "t
 class CheckpointError(ConfigError):
     """A readable checkpoint that this run cannot continue from: names the file, what was found and the fix."""
 
+    label = "checkpoint error"
+
     def __init__(self, path: str | Path, found: str, fix: str) -> None:
         super().__init__(str(path), "checkpoint", f"{found}. {fix}")
 

@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from lit.configlib import ConfigError
+from lit.errors import UserError
 from lit.log import console, setup_logging
 
 # name → (module, one-line help)
@@ -56,8 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     try:
         return int(module.run(args) or 0)
-    except ConfigError as err:
+    except UserError as err:
         from rich.markup import escape
 
-        console.print(f"[red]config error:[/red] {escape(str(err))}", soft_wrap=True)  # whole: paths stay greppable
+        console.print(f"[red]{err.label}:[/red] {escape(str(err))}", soft_wrap=True)  # whole: paths stay greppable
         return 2

@@ -16,12 +16,16 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
+from lit.errors import UserError
+
 T = TypeVar("T")
 _YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value a user must fix: names the source, the dotted key and the problem."""
+
+    label = "config error"
 
     def __init__(self, source: str, key: str, message: str) -> None:
         self.source, self.key, self.detail = source, key, message

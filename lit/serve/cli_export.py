@@ -2,7 +2,8 @@
 
 The `--onnx` folder (lit.serve.onnx_export) holds the image encoder as ONNX, the fp16 class
 embeddings of the run's classes and templates, the taxonomy, the preprocessing and the
-calibration; it is verified against torch on the whole validation set before the command ends.
+calibration; it is verified against torch on the whole validation set (lit.serve.onnx_verify) in a staging
+folder, and only a verified export is put at OUT.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     out, check = export_onnx(args.checkpoint, args.out, categories=args.categories, templates=templates,
                              verify_limit=args.verify_limit)
     console.print(f"ONNX export → {out}\n  verified on {check['images']} validation images: embeddings within "
-                  f"{check['max_abs_diff']:.2e} of torch's (tolerance {check['tolerance']:.0e}), top-1 identical "
-                  f"for {check['top1_same']}/{check['images']}\n  lit predict --model {out} PHOTOS... ; lit serve {out}")
+                  f"{check['max_abs_diff']:.2e} of torch's (tolerance {check['tolerance']:.0e}); class scores within "
+                  f"{check['score_max_abs_diff']:.2e} (bound {check['score_bound']:.2e}); top-1 identical for "
+                  f"{check['top1_same']}/{check['images']} ({check['near_ties']} near-ties within {check['near_tie_margin']:.2e}, "
+                  f"{check['near_tie_top1_differs']} of them flipped)\n  lit predict --model {out} PHOTOS... ; lit serve {out}")
     return 0

@@ -25,13 +25,15 @@ from lit.serve.batch import LogitBatch
 from lit.serve.calibration import FILE as CALIBRATION_FILE
 from lit.serve.calibration import temperature_for
 from lit.serve.images import BadImage, Preprocessing, open_image
+from lit.serve.onnx_verify import MANIFEST, check_folder
 
 FORMAT = 1
 ENCODER = "image_encoder.onnx"
 CLASSES = "class_embeddings.npy"
 CATEGORIES = "categories.json"
 PREPROCESSING = "preprocessing.json"
-MANIFEST = "manifest.json"
+REQUIRED = (ENCODER, CLASSES, CATEGORIES, PREPROCESSING)
+"""The files every export holds and its manifest lists with their sha256 (calibration.json only when calibrated)."""
 
 
 def is_export(path: str | Path) -> bool:
@@ -63,14 +65,21 @@ class OnnxModel:
     manifest: dict[str, Any]
 
     @classmethod
-    def load(cls, folder: str | Path, threads: int | None = None) -> OnnxModel:
-        """Open an export folder; a missing or foreign file is a ConfigError naming it."""
+    def load(cls, folder: str | Path, threads: int | None = None, *, check: bool = True) -> OnnxModel:
+        """Open an export folder; a missing or foreign file is a ConfigError naming it.
+
+        With `check` (always, except for the export's own verification) the folder must have passed
+        its verification and match its manifest's sha256 sums (lit.serve.onnx_verify.check_folder):
+        a refused, unverified or altered export is a VerificationError, never used.
+        """
         import onnxruntime as ort
 
         folder = Path(folder)
         if not is_export(folder):
             raise ConfigError(str(folder), "--model", f"not an ONNX export (no {MANIFEST} and {ENCODER}): "
                                                       "write one with `lit export CHECKPOINT OUT --onnx`")
+        if check:
+            check_folder(folder, REQUIRED)
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
             if manifest.get("format") != FORMAT:
@@ -139,5 +148,5 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-__all__ = ["CATEGORIES", "CLASSES", "ENCODER", "FORMAT", "MANIFEST", "PREPROCESSING", "OnnxModel", "default_threads", "is_export",
+__all__ = ["CATEGORIES", "CLASSES", "ENCODER", "FORMAT", "MANIFEST", "PREPROCESSING", "REQUIRED", "OnnxModel", "default_threads", "is_export",
            "session_options"]
