@@ -1,4 +1,7 @@
-"""`python -m launcher`: submit, status, resume, cancel and logs of LiT runs (SLURM or local)."""
+"""`python -m launcher`: submit and follow LiT runs (SLURM or local) and sweeps; the demo and the ablation.
+
+Options and positionals (`section.key=value` overrides included) may come in any order.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +19,19 @@ from rich.table import Table
 
 from launcher import runs, spec, sweep
 from launcher.submitit_api import FailedSubmissionError, UncompletedJobError
+from lit.cli import parse_intermixed
 from lit.config import Config, load_config
 from lit.configlib import ConfigError
 from lit.doctor import report
+from lit.errors import UserError
 from lit.log import console, setup_logging
 
 out = Console(soft_wrap=True)  # stdout: what the command prints; logs go to stderr (lit.log.console)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__.splitlines()[0],
-                                     epilog="also: " + "; ".join(f"{k}: {v[1]}" for k, v in PLUGINS.items()))
+    """Every command; a plugin (PLUGINS) is a stub for --help: its module adds its arguments when it runs."""
+    parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("submit", help="submit a job YAML (section.key=value overrides)")
     p.add_argument("job", metavar="JOB.yaml")
@@ -39,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="SLURM state, attempt, last step and metrics of a run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
-    p = sub.add_parser("resume", help="resubmit a stopped, failed or cancelled run (continues from its newest checkpoint)")
+    p = sub.add_parser("resume", help="resubmit a stopped, failed or cancelled run from its checkpoint")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("overrides", nargs="*", help="config overrides section.key=value (e.g. slurm.time_min=120)")
     p = sub.add_parser("cancel", help="cancel the run's job")
@@ -50,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=["shards", "embed", "train", "eval"], default=None,
                    help="a pipeline stage's task (default: the training)")
     p.add_argument("--tail", type=int, default=200, metavar="N", help="last N lines of each file (0: all)")
+    for name, (_, help_text) in PLUGINS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -285,9 +292,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "resume": cmd_resume, "cancel": cmd_cancel, "logs": cmd_logs}
 PLUGINS = {
     "demo": ("launcher.demo", "the end-to-end demo (`make demo`)"),
-    "sweep": ("launcher.cli_sweep", "submit a sweep: a job YAML with key=a,b,c axes, or a sweep file (one SLURM job array)"),
-    "ablation": ("launcher.ablation", "the paper's warm-up sweep in miniature, locally (`make ablation`)"),
-    "report": ("launcher.report", "a sweep's members side by side: report.md, report.json and overlaid plots"),
+    "sweep": ("launcher.cli_sweep", "submit a sweep: a job YAML with key=a,b,c axes, or a sweep file"),
+    "ablation": ("launcher.ablation", "the warm-up sweep in miniature, locally (`make ablation`)"),
+    "report": ("launcher.report", "a sweep's members side by side: report.md, report.json, plots"),
 }
 """Commands implemented elsewhere: a module with `add_arguments(parser)` and `run(args) -> int`."""
 
@@ -308,7 +315,7 @@ def _plugin(argv: list[str]) -> int | None:
         return 2
     parser = argparse.ArgumentParser(prog=f"python -m launcher {name}", description=help_text)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    args = parse_intermixed(parser, argv[1:])
     setup_logging()
     return int(module.run(args) or 0)
 
@@ -317,17 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         plugged = _plugin(argv)
-    except ConfigError as err:
-        console.print(f"[red]config error:[/red] {escape(str(err))}", soft_wrap=True)
-        return 2
-    if plugged is not None:
-        return plugged
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    try:
+        if plugged is not None:
+            return plugged
+        args = parse_intermixed(build_parser(), argv)
+        setup_logging()
         return COMMANDS[args.command](args)
-    except ConfigError as err:
-        console.print(f"[red]config error:[/red] {escape(str(err))}", soft_wrap=True)
+    except UserError as err:
+        console.print(f"[red]{err.label}:[/red] {escape(str(err))}", soft_wrap=True)
         return 2
     except spec.PreflightFailed as err:
         console.print(report(err.checks))

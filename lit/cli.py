@@ -1,7 +1,8 @@
 """`lit`: a thin command line over the library. Each subcommand lives beside the code it drives.
 
 A subcommand module exposes `add_arguments(parser)` and `run(args) -> int`; it is imported
-only when used, so `lit --help` stays fast.
+only when used, so `lit --help` stays fast. Options and positionals (`section.key=value`
+overrides included) may come in any order (`parse_intermixed`, which `python -m launcher` uses too).
 """
 
 from __future__ import annotations
@@ -40,6 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_intermixed(parser: argparse.ArgumentParser, argv: Sequence[str],
+                     namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+    """`parser.parse_intermixed_args(argv)`: options before, between or after positionals such as overrides.
+
+    argparse's own refuses a parser with subcommands; for one, the subcommand's name comes first and
+    the rest is parsed by the subcommand's parser, intermixed in turn.
+    """
+    # argparse lists a parser's subcommands only in private attributes; `_actions` is what
+    # parse_intermixed_args itself inspects to refuse them.
+    subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subcommands:
+        return parser.parse_intermixed_args(argv, namespace)
+    action = subcommands[0]
+    choices: dict[str, argparse.ArgumentParser] = action.choices  # name → parser
+    if not argv or argv[0] not in choices:
+        return parser.parse_args(argv, namespace)  # --help, or argparse's error naming the choices
+    namespace = namespace if namespace is not None else argparse.Namespace()
+    setattr(namespace, action.dest, argv[0])
+    return parse_intermixed(choices[argv[0]], argv[1:], namespace)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -52,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"lit {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    args = parse_intermixed(parser, rest)
     setup_logging()
     try:
         return int(module.run(args) or 0)

@@ -84,13 +84,24 @@ def model_config_dict(cfg: ModelConfig) -> dict[str, Any]:
 
 
 def _register(name: str, model_cfg: dict[str, Any]) -> str:
-    """Register a resolved config with open_clip under a content-derived name; returns the name."""
+    """Register a resolved config with open_clip under a content-derived name; returns the name.
+
+    open_clip 3.3 takes a model config only by name from its registry, filled from JSON files
+    (`add_model_config`); `create_model`'s keyword overrides cannot stand in for a whole config.
+    The file is written to a temporary folder that is removed at once: `add_model_config` reads it
+    into the registry, and its later rescans skip paths that no longer exist and keep what they
+    read (tests/test_model_tempdir.py checks that a later registration keeps this one).
+    """
     digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:12]
     reg_name = f"lit-{name}-{digest}".replace("/", "-")
     if open_clip.get_model_config(reg_name) is None:
-        folder = Path(tempfile.mkdtemp(prefix="lit-model-configs-"))
-        (folder / f"{reg_name}.json").write_text(json.dumps(model_cfg))
-        open_clip.add_model_config(folder / f"{reg_name}.json")
+        with tempfile.TemporaryDirectory(prefix="lit-model-config-") as folder:
+            path = Path(folder) / f"{reg_name}.json"
+            path.write_text(json.dumps(model_cfg))
+            open_clip.add_model_config(path)  # the file itself, not the folder: nothing else there is read
+        if open_clip.get_model_config(reg_name) is None:
+            raise RuntimeError(f"open_clip {open_clip.__version__} did not register the model config {reg_name}: the project "
+                               "needs an open_clip whose add_model_config reads the file at once (3.3 does)")
     return reg_name
 
 
