@@ -2,8 +2,8 @@
 
 INPUT is an image file, a folder (searched recursively for image types) or a .txt/.lst file
 of paths. Images go in batches (`--batch-size`) through DataLoader workers (`--workers`),
-with the EXIF orientation applied. An unreadable or non-image file is skipped, counted and
-listed in the summary, never stopping the others; the exit code is 0 when every image was
+with the EXIF orientation applied. An unreadable or non-image file, or a link to a missing
+one, is skipped, counted and listed in the summary, never stopping the others; the exit code is 0 when every image was
 predicted, 1 when some were skipped, 2 on a usage error. `--subset` restricts the ranked
 classes; `--min-confidence P` makes the answer the deepest rank with probability >= P (else
 `unknown`), with the temperature `lit calibrate` stored. `--model` runs an ONNX export with

@@ -2,9 +2,12 @@
 
 Uploads are bounded in bytes (413) and pixels (a decompression bomb is refused, 400); a body
 that is not an image is a 415; a missing field a 400: every refusal is a 4xx with a message,
-never a 500. Decoding runs in the thread pool; the model call holds a lock, so concurrent
-requests never share a forward pass (onnxruntime and torch would be safe, the lock keeps
-memory bounded). `GET /health` describes the model.
+never a 500. Memory is bounded too: at most `decode_slots` requests hold an upload's bytes and
+its decoded image at once (a 60-megapixel PNG decodes to 240 MB, 4 bytes a pixel); the others
+wait for a slot, their upload spooled to disk beyond 1 MiB. A request keeps its slot from reading
+the bytes to the end of its model call, which holds a lock: concurrent requests never share a
+forward pass. Preprocessing holds little whatever the aspect ratio (lit.serve.images).
+`GET /health` describes the model and the limits.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from lit.serve.engines import Predictor
 from lit.serve.images import MAX_PIXELS, BadImage, open_image
@@ -27,6 +30,8 @@ from lit.serve.scoring import Scorer
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BYTES = 20 * 2**20
 """Largest upload accepted (20 MiB: a full-size camera JPEG is well below)."""
+DECODE_SLOTS = 2
+"""Requests that may hold an upload and its decoded image at once: one in the model call, one decoding."""
 
 
 @dataclass
@@ -37,21 +42,41 @@ class Service:
     scorer: Scorer
     max_bytes: int = MAX_BYTES
     max_pixels: int = MAX_PIXELS
+    decode_slots: int = DECODE_SLOTS
     lock: threading.Lock = field(default_factory=threading.Lock)
     served: int = 0
+    slots: threading.BoundedSemaphore = field(init=False, repr=False)
 
-    def predict(self, data: bytes, name: str) -> dict[str, Any]:
+    def __post_init__(self) -> None:
+        if self.decode_slots < 1:
+            raise ValueError(f"decode_slots must be >= 1, got {self.decode_slots}")
+        self.slots = threading.BoundedSemaphore(self.decode_slots)
+
+    def predict(self, data: bytes | IO[bytes], name: str) -> dict[str, Any]:
+        """The answer for the bytes of an upload (or its spooled file, read once a slot is free); HTTPException for a 4xx."""
         start = time.perf_counter()
-        try:
-            image = open_image(data, self.max_pixels)
-        except BadImage as err:
-            bomb = "decompression bomb" in str(err)
-            raise HTTPException(400 if bomb else 415, f"{name or 'the upload'}: {err}") from err
-        with self.lock:
-            logits = self.predictor.logits_of([image])
-            self.served += 1
+        with self.slots:  # the upload's bytes and the decoded image live until the model call returns
+            if not isinstance(data, bytes):
+                data = data.read(self.max_bytes + 1)
+            if len(data) > self.max_bytes:
+                raise HTTPException(413, f"the upload is larger than the limit of {self.max_bytes:,} bytes")
+            if not data:
+                raise HTTPException(400, "the field `file` is empty")
+            try:
+                image = open_image(data, self.max_pixels)
+            except BadImage as err:
+                bomb = "decompression bomb" in str(err)
+                raise HTTPException(400 if bomb else 415, f"{name or 'the upload'}: {err}") from err
+            size = list(image.size)
+            try:
+                with self.lock:
+                    logits = self.predictor.logits_of([image])
+                    self.served += 1
+            except BadImage as err:  # refused by the model's preprocessing (lit.serve.torch_model.BoundedTransform)
+                raise HTTPException(400, f"{name or 'the upload'}: {err}") from err
+            del image, data
         prediction = self.scorer.score([name], logits)[0]
-        return {**prediction.to_json(), "size": list(image.size), "seconds": round(time.perf_counter() - start, 4)}
+        return {**prediction.to_json(), "size": size, "seconds": round(time.perf_counter() - start, 4)}
 
 
 def _bounded(request: Request, limit: int) -> Request:
@@ -74,8 +99,8 @@ FORM_OVERHEAD = 64 * 1024
 """Bytes of multipart headers and boundaries allowed on top of the file's limit."""
 
 
-async def _upload(request: Request, service: Service) -> tuple[bytes, str]:
-    """The bytes and file name of the multipart field `file`, within the byte limit."""
+async def _upload(request: Request, service: Service) -> tuple[FormData, UploadFile]:
+    """The form and its multipart field `file` (spooled to disk beyond 1 MiB), within the byte limit."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > service.max_bytes + FORM_OVERHEAD:
         raise HTTPException(413, f"the upload is {int(declared):,} bytes; the limit is {service.max_bytes:,}")
@@ -89,14 +114,9 @@ async def _upload(request: Request, service: Service) -> tuple[bytes, str]:
         raise HTTPException(400, f"cannot read the form: {err}") from err
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
+        await form.close()
         raise HTTPException(400, "no file in the multipart field `file`")
-    data = await upload.read(service.max_bytes + 1)
-    await form.close()
-    if len(data) > service.max_bytes:
-        raise HTTPException(413, f"the upload is larger than the limit of {service.max_bytes:,} bytes")
-    if not data:
-        raise HTTPException(400, "the field `file` is empty")
-    return data, upload.filename or ""
+    return form, upload
 
 
 def create_app(service: Service) -> FastAPI:
@@ -116,14 +136,17 @@ def create_app(service: Service) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": service.predictor.describe(), "served": service.served,
                 "min_confidence": service.scorer.min_confidence, "temperature": service.scorer.temperature,
-                "max_bytes": service.max_bytes, "max_pixels": service.max_pixels}
+                "max_bytes": service.max_bytes, "max_pixels": service.max_pixels, "decode_slots": service.decode_slots}
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
-        data, name = await _upload(request, service)
-        return await run_in_threadpool(service.predict, data, name)
+        form, upload = await _upload(request, service)
+        try:  # the bytes are read in the worker thread, once a decode slot is free
+            return await run_in_threadpool(service.predict, upload.file, upload.filename or "")
+        finally:
+            await form.close()
 
     return app
 
 
-__all__ = ["MAX_BYTES", "Service", "create_app"]
+__all__ = ["DECODE_SLOTS", "MAX_BYTES", "Service", "create_app"]

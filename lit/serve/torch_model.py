@@ -1,13 +1,16 @@
 """A trained checkpoint as a predictor: image tower, class embeddings (kept by lit.eval.classifier_cache), logit scale.
 
 `CheckpointModel.logits` gives what `lit.serve.scoring` turns into answers, so the checkpoint
-and its ONNX export (lit.serve.onnx_predict) share one scoring path.
+and its ONNX export (lit.serve.onnx_predict) share one scoring path. Its preprocessing is
+open_clip's eval transform behind `Preprocessing.reduce` (lit.serve.images): the same resize and
+crop as the export's, in the same bounded memory for images of extreme aspect ratios.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +19,45 @@ import torch
 import torch.nn.functional as F
 
 from lit.config import Config
+from lit.configlib import ConfigError
 from lit.data.inat import Category
 from lit.eval.templates import TemplateSet
-from lit.model import BuiltModel, clip_api
+from lit.model import BuiltModel, clip_api, preprocess_cfg
 from lit.serve.batch import LogitBatch
 from lit.serve.calibration import temperature_for
+from lit.serve.images import MAX_ASPECT, BadImage, Preprocessing
+
+
+@dataclass(frozen=True)
+class BoundedTransform:
+    """open_clip's eval transform of an image already resized and cropped by `reduction` (Preprocessing.reduce).
+
+    On the reduced image, which has the model's size, open_clip's Resize and CenterCrop change nothing:
+    a photo up to MAX_ASPECT gives exactly open_clip's tensor. Without a reduction (a tower whose
+    preprocessing the numpy path does not implement: `longest`, a non-square `shortest`), open_clip's
+    transform runs alone and, unless it is `longest` (bounded by itself), a more extreme image is refused.
+    """
+
+    transform: Callable[[Any], torch.Tensor]
+    reduction: Preprocessing | None
+    refuse_beyond: float | None = None
+
+    @classmethod
+    def of(cls, built: BuiltModel) -> BoundedTransform:
+        cfg = preprocess_cfg(built.model)
+        try:
+            return cls(built.preprocess_val, Preprocessing.of(cfg))
+        except (ConfigError, KeyError, TypeError, ValueError):
+            return cls(built.preprocess_val, None, None if cfg.get("resize_mode") == "longest" else MAX_ASPECT)
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        if self.reduction is not None:
+            return self.transform(self.reduction.reduce(image))
+        w, h = image.size
+        if self.refuse_beyond is not None and max(w, h) > self.refuse_beyond * min(w, h):
+            raise BadImage(f"{w}x{h} pixels: an aspect ratio over {self.refuse_beyond:g}:1 is refused by this model's "
+                           "preprocessing (its resize would hold the long side at full scale)")
+        return self.transform(image)
 
 
 @dataclass
@@ -68,9 +105,10 @@ class CheckpointModel:
         parent = self.checkpoint.resolve().parent
         return parent.parent if parent.name == "checkpoints" else parent
 
-    @property
-    def preprocess(self) -> Callable[[Any], torch.Tensor]:
-        return self.built.preprocess_val
+    @cached_property
+    def preprocess(self) -> BoundedTransform:
+        """open_clip's eval transform in bounded memory (BoundedTransform)."""
+        return BoundedTransform.of(self.built)
 
     @property
     def logit_scale(self) -> float:

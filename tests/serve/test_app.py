@@ -9,11 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from fastapi import HTTPException
 from PIL import Image
 
 from lit.serve.app import Service
 from lit.serve.engines import open_target
-from lit.serve.images import open_image
+from lit.serve.images import MAX_ASPECT, open_image
 from lit.serve.scoring import Scorer
 from tests.serve.conftest import FieldRun, Server, multipart, post, post_file
 
@@ -32,6 +33,7 @@ def test_page_health_and_a_prediction(server: Server, field_run: FieldRun, field
     conn.request("GET", "/health")
     health = json.loads(conn.getresponse().read())
     assert health["model"]["kind"] == "onnx" and health["model"]["classes"] == 32 and health["min_confidence"] == 0.2
+    assert health["decode_slots"] == 2 and health["max_pixels"] == 1_000_000
     image = field_run.images[5]
     status, body = post_file(server.port, image.read_bytes(), image.name)
     assert status == 200, body
@@ -76,6 +78,31 @@ def test_the_torch_engine_serves_the_same_answer(field_run: FieldRun, field_expo
     want = expected(field_export, image)
     assert [g["species"] for g in got["guesses"]] == [g["species"] for g in want["guesses"]]
     assert got["answer"]["taxon"] == want["answer"]["taxon"]
+
+
+def test_thin_uploads_are_answered(server: Server) -> None:
+    """1 x 30,000 is 30,000 pixels, under the 1 MP limit: answered, by cropping before resizing (lit.serve.images)."""
+    for size in [(1, 30_000), (30_000, 1)]:
+        status, body = post_file(server.port, png(size), "thin.png")
+        assert status == 200 and body["size"] == list(size) and len(body["guesses"]) == 5
+
+
+def test_a_refusal_by_the_models_preprocessing_is_a_400(field_run: FieldRun) -> None:
+    """A tower whose preprocessing the bounded resize does not implement refuses extreme aspect ratios: a 400, not a 500."""
+    from lit.serve.torch_model import BoundedTransform, CheckpointModel
+
+    predictor = open_target(field_run.run, "cpu")
+    assert isinstance(predictor, CheckpointModel) and predictor.preprocess.reduction is not None
+    predictor.preprocess = BoundedTransform(predictor.built.preprocess_val, None, MAX_ASPECT)  # as for a non-square tower
+    service = Service(predictor, Scorer.of(predictor.categories), decode_slots=1)
+    with pytest.raises(HTTPException) as refused:
+        service.predict(png((1, 30_000)), "thin.png")
+    assert refused.value.status_code == 400 and "aspect ratio over 4:1" in refused.value.detail
+    assert service.slots.acquire(blocking=False)  # the refusal gave its decode slot back
+    service.slots.release()
+    assert service.predict(png((64, 48)), "ok.png")["guesses"]
+    with pytest.raises(ValueError, match="decode_slots"):
+        Service(predictor, service.scorer, decode_slots=0)
 
 
 def test_two_hundred_requests_eight_at_a_time(server: Server, field_run: FieldRun, field_export: tuple[Path, dict]) -> None:

@@ -91,3 +91,26 @@ def test_onnx_export_predicts_like_the_checkpoint(field_run: FieldRun, field_exp
         assert [g["probability"] for g in x["guesses"]] == pytest.approx([g["probability"] for g in y["guesses"]], abs=2e-3)
     with pytest.raises(SystemExit):  # one source only
         main(["predict", "--checkpoint", str(field_run.run), "--model", str(field_export[0]), images[0]])
+
+
+@pytest.mark.parametrize("engine", ["--model", "--checkpoint"])
+def test_broken_links_in_a_folder_are_skipped_and_thin_images_predicted(engine: str, field_run: FieldRun,
+                                                                        field_export: tuple[Path, dict], tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A link to a deleted photo inside a folder is listed as skipped (exit 1), like one named on the command line."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for src in field_run.images[:3]:
+        (folder / src.name).write_bytes(src.read_bytes())
+    Image.new("RGB", (1, 30_000), (90, 140, 60)).save(folder / "thin.png")  # 224 x 6,720,000 if resized before the crop
+    (folder / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    target = str(field_export[0]) if engine == "--model" else str(field_run.run)
+    out = tmp_path / "p.csv"
+    assert main(["predict", engine, target, str(folder), "--out", str(out), "--workers", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "4 image(s) predicted, 1 skipped" in err and "gone.jpg" in err
+    listed = (tmp_path / "p.csv.skipped.txt").read_text().splitlines()
+    assert [Path(line.split("\t")[0]).name for line in listed] == ["gone.jpg"] and "broken link" in listed[0]
+    assert sorted(Path(r["path"]).name for r in read_csv(out)) == sorted([*(p.name for p in field_run.images[:3]), "thin.png"])
