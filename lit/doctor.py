@@ -17,15 +17,13 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-from rich.markup import escape
-from rich.table import Table
-
+from lit.checklist import Check, ok, report
 from lit.config import Config, load_config
 from lit.log import console, logger
+from lit.models.verify import model_checks  # prepared towers: sha256 sums, source, activation (lit models prepare)
 
-Status = Literal["ok", "warn", "fail"]
 Capability = tuple[int, int]
 T = TypeVar("T")
 D = TypeVar("D")
@@ -37,16 +35,6 @@ REBUILD = "or rebuild the image from Singularity.def (docs/container.md)"
 CUDNN_NO_VOLTA = (9, 11)  # cuDNN 9.11 and later have no kernels for sm_70
 V100: Capability = (7, 0)
 VOLTA: tuple[Capability, ...] = (V100, (7, 2))
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the report: what was checked, how it went, and what to do about it."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -323,8 +311,6 @@ def job_checks(cfg: Config) -> list[Check]:
     checks.append(_writable_check("run_dir", cfg.run_dir))
     weights = [_weights_check(k, v) for k, v in (("model.pretrained", cfg.model.pretrained),
                                                   ("model.image_weights", cfg.model.image_weights))]
-    from lit.models.verify import model_checks  # prepared towers: sha256 sums, source, activation (lit models prepare)
-
     prepared = model_checks(cfg)
     covered = {c.name for c in prepared}
     checks += [c for c in weights if c is not None and c.name not in covered] + prepared
@@ -351,24 +337,6 @@ def run_checks(
     query = DeviceQuery.from_torch() if query is None else query
     checks = runtime_checks(query, cfg, targets)
     return checks + job_checks(cfg) if cfg is not None else checks
-
-
-def ok(checks: Sequence[Check]) -> bool:
-    """True when no check failed (warnings pass)."""
-    return all(c.status != "fail" for c in checks)
-
-
-_STYLE = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]", "fail": "[bold red]FAIL[/bold red]"}
-
-
-def report(checks: Sequence[Check]) -> Table:
-    """The checks as a rich table (details and fixes are printed literally, never as markup)."""
-    table = Table(title="lit doctor")
-    for column in ("check", "status", "detail", "fix"):
-        table.add_column(column, overflow="fold")
-    for c in checks:
-        table.add_row(escape(c.name), _STYLE[c.status], escape(c.detail), escape(c.fix))
-    return table
 
 
 def parse_capability(text: str) -> Capability:

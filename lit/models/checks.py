@@ -11,43 +11,17 @@ from typing import TYPE_CHECKING, Any
 from lit.config import Config
 from lit.configlib import ConfigError
 from lit.models.fetch import first_line
+from lit.models.plans import ImagePlan
+from lit.models.timm_tower import vision_hint
 from lit.models.verify import PREPARE, config_key
 
 if TYPE_CHECKING:
     import torch
-    from PIL import Image
     from torch import nn
 
-    from lit.models.prepare import ImagePlan
 
 
 # ---------------------------------------------------------------- checks of the built model
-
-
-def generated_images(n: int, size: int, seed: int = 0) -> list[Image.Image]:
-    """`n` RGB images (gradients, shapes, noise) of varied sizes and aspect ratios around `size`: every resize path runs."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    shapes = [(size * 5 // 4, size), (size, size * 3 // 2), (size * 2, size * 2), (max(8, size * 3 // 4),) * 2]
-    images = []
-    for i in range(n):
-        w, h = shapes[i % len(shapes)]
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        mix = rng.uniform(-1, 1, size=(3, 3))
-        base = np.stack([xx / w, yy / h, (xx + yy) / (w + h)], -1) @ mix
-        base = (base - base.min()) / (np.ptp(base) + 1e-6) * 255
-        pixels = np.clip(base + rng.normal(0, 24, size=base.shape), 0, 255).astype(np.uint8)
-        image = Image.fromarray(pixels, "RGB")
-        draw = ImageDraw.Draw(image)
-        for _ in range(6):
-            x0, y0 = int(rng.integers(0, w - 2)), int(rng.integers(0, h - 2))
-            box = (x0, y0, int(rng.integers(x0 + 1, w)), int(rng.integers(y0 + 1, h)))
-            color = tuple(int(c) for c in rng.integers(0, 256, 3))
-            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=color)
-        images.append(image)
-    return images
 
 
 def shape_diffs(job_sd: dict[str, torch.Tensor], ref_sd: dict[str, torch.Tensor]) -> list[str]:
@@ -64,8 +38,6 @@ def vision_error(cfg: Config, job: str, plan: ImagePlan, diffs: list[str], reaso
     import open_clip
 
     if plan.kind == "timm":
-        from lit.models.timm_tower import vision_hint
-
         hint = vision_hint(plan)
     else:
         hint = f"open_clip's {plan.name} has vision_cfg {json.dumps((open_clip.get_model_config(plan.name) or {}).get('vision_cfg', {}))}"

@@ -9,14 +9,11 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lit.configlib import ConfigError
 from lit.io import atomic_write, fsync_dir, write_json
+from lit.models.plans import ImagePlan, TextPlan
 from lit.models.verify import PREPARE, TEXT_SOURCE, TEXT_SUMS, sha256_file, sums_text
-
-if TYPE_CHECKING:
-    from lit.models.prepare import ImagePlan, TextPlan
 
 TEXT_ALLOW = ["*.json", "*.txt", "*.model", "*.safetensors", "README.md"]
 """Files of a Hugging Face text repo that a transformers text tower needs (config, tokenizer, weights)."""

@@ -38,6 +38,8 @@ from lit.configlib import ConfigError
 from lit.io import atomic_write, fsync_dir, write_json
 from lit.log import logger
 from lit.models import checks, fetch, timm_tower
+from lit.models.plans import ImagePlan, TextPlan
+from lit.models.samples import generated_images
 from lit.models.verify import (
     PREPARE,
     TEXT_SUMS,
@@ -85,31 +87,6 @@ class Prepared:
     feature_diff: float | None
     """Max |job - open_clip| image feature difference on the generated images (None: no image tower prepared)."""
     images: int
-
-
-@dataclass(frozen=True)
-class ImagePlan:
-    name: str
-    tag: str
-    pretrained_cfg: dict[str, Any]
-    target: Path
-    kind: str = "open_clip"
-    """`open_clip` (NAME/TAG) or `timm` (timm:MODEL.TAG, lit.models.timm_tower)."""
-
-    @property
-    def label(self) -> str:
-        return timm_tower.label(self.name, self.tag) if self.kind == "timm" else f"{self.name}/{self.tag}"
-
-    @property
-    def quick_gelu(self) -> bool:
-        return bool(self.pretrained_cfg.get("quick_gelu", False))
-
-
-@dataclass(frozen=True)
-class TextPlan:
-    repo_id: str
-    target: Path
-    folder_value: str
 
 
 class _Steps:
@@ -262,7 +239,7 @@ def prepare_models(cfg: Config, *, job: str = "JOB.yaml", cache_dir: str | None 
             ref_sd = {k: v.detach().contiguous() for k, v in ref_visual.state_dict().items()}
             raw_size = getattr(ref_visual, "image_size", 224)
             size = int(raw_size[0] if isinstance(raw_size, (tuple, list)) else raw_size)
-            pil = checks.generated_images(max(1, images), size)
+            pil = generated_images(max(1, images), size)
             x_ref = torch.stack([ref_preprocess(im) for im in pil])
             with torch.no_grad():
                 f_ref = clip_api(ref).encode_image(x_ref)

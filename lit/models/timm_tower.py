@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from lit.config import Config
 from lit.configlib import ConfigError
 from lit.models.fetch import first_line
+from lit.models.plans import TIMM_PREFIX, ImagePlan
+from lit.models.samples import generated_images
 from lit.models.verify import PREPARE, config_key
 
 if TYPE_CHECKING:
@@ -31,9 +33,8 @@ if TYPE_CHECKING:
     from PIL import Image
     from torch import nn
 
-    from lit.models.prepare import ImagePlan
 
-PREFIX = "timm:"
+PREFIX = TIMM_PREFIX
 PROJECTIONS = ("linear", "mlp")
 """open_clip timm_proj values that add a projection head (open_clip's default is linear)."""
 ATTENTION_POOLS = ("abs_attn", "rot_attn")
@@ -64,7 +65,6 @@ def plan(cfg: Config, job: str, target: Path, model_cfg: dict[str, Any]) -> Imag
     import timm
     from timm.models import get_pretrained_cfg, split_model_name_tag
 
-    from lit.models.prepare import ImagePlan
 
     value = cfg.model.image_pretrained
     name, tag = split_model_name_tag(value[len(PREFIX):])
@@ -118,10 +118,6 @@ def plan(cfg: Config, job: str, target: Path, model_cfg: dict[str, Any]) -> Imag
     return ImagePlan(name, tag, pretrained_cfg, target, kind="timm")
 
 
-def label(name: str, tag: str) -> str:
-    return f"{PREFIX}{name}.{tag}"
-
-
 def reference(plan: ImagePlan, cfg: Config, job: str, model_cfg: dict[str, Any], cache_dir: str | None, images: int,
               steps: Callable[[str], None], note: Callable[[str], None]) -> tuple[dict[str, torch.Tensor], list[Image.Image],
                                                                                     torch.Tensor, torch.Tensor]:
@@ -131,7 +127,6 @@ def reference(plan: ImagePlan, cfg: Config, job: str, model_cfg: dict[str, Any],
     from open_clip.model import _build_vision_tower  # what open_clip's CLIP builds as model.visual
     from timm.data import create_transform, resolve_data_config
 
-    from lit.models.checks import generated_images
 
     steps(f"image tower: timm.create_model({plan.name}.{plan.tag!s}, pretrained=True, num_classes=0) (huggingface_hub cache)")
     try:

@@ -20,8 +20,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lit.checklist import Check
 from lit.config import Config
-from lit.doctor import Check
 from lit.io import file_sha256
 
 SUMS_SUFFIX = ".sha256"

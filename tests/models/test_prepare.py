@@ -12,8 +12,8 @@ import torch
 from lit.config import ConfigError, load_config
 from lit.doctor import job_checks, ok
 from lit.model import build_model, clip_api
-from lit.models.checks import generated_images
 from lit.models.prepare import prepare_models
+from lit.models.samples import generated_images
 from lit.models.verify import TEXT_SOURCE, TEXT_SUMS, read_source, read_sums, sha256_file, source_path, sums_path
 from tests.models.conftest import MODEL, TAG, TEXT_REPO, Sources, job_model, write_job
 

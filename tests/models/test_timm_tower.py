@@ -12,8 +12,8 @@ from lit.config import ConfigError
 from lit.doctor import job_checks, ok
 from lit.model import build_model, clip_api, fingerprint, image_tower_locked, load_image_tower
 from lit.models import timm_tower
-from lit.models.checks import generated_images
 from lit.models.prepare import prepare_models
+from lit.models.samples import generated_images
 from lit.models.verify import read_source, read_sums, sha256_file, source_path, sums_path
 from tests.models.conftest import TIMM_FEATURES, TIMM_MODEL, TIMM_TAG, Sources, timm_job_model, write_job
 

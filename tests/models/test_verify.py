@@ -8,7 +8,7 @@ import pytest
 
 from lit.config import config_from_dict, load_config
 from lit.doctor import job_checks, ok
-from lit.models.checks import generated_images
+from lit.models.samples import generated_images
 from lit.models.verify import TEXT_SUMS, model_checks, read_sums, sha256_file, sums_path, sums_text
 from tests.models.conftest import job_model, write_job
 
