@@ -9,8 +9,8 @@ is complete, so captions, per-rank metrics and `--rank genus` all mean something
 
 from __future__ import annotations
 
+from lit.data.drawn import SHAPES, TEXTURES, ClassStyle
 from lit.data.inat import Category
-from lit.data.toy import SHAPES, TEXTURES, ClassStyle
 
 # (supercategory, kingdom, phylum, class, order, family) of the 8 families: 4 supercategories x 2.
 FAMILIES: tuple[tuple[str, str, str, str, str, str], ...] = (
