@@ -21,7 +21,7 @@ from lit.data.loader import Stream, eval_pipeline, make_loader
 from lit.eval.metrics import label_lookup, to_class_index
 from lit.eval.runner import check_val_cache, image_features, val_folder
 from lit.log import console, logger
-from lit.serve.calibration import Calibration, fit_temperature, measure, nll
+from lit.serve.calibration import Calibration, EmbeddedImages, fit_temperature, measure
 from lit.serve.scoring import Taxonomy
 from lit.serve.torch_model import CheckpointModel
 
@@ -32,8 +32,12 @@ def is_fit_key(key: str, fraction: float) -> bool:
 
 
 @torch.no_grad()
-def validation_logits(model: CheckpointModel, progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Logits [N, C], class indices [N] and keys of every validation sample of the run's config."""
+def validation_images(model: CheckpointModel, progress: bool = True) -> tuple[EmbeddedImages, list[str]]:
+    """Every validation sample of the run's config as unit-norm embeddings with its class index, and the keys.
+
+    Memory grows with images x embedding width, not with images x classes: logits are made later,
+    a chunk at a time (lit.serve.calibration).
+    """
     cfg = model.cfg
     folder, key = val_folder(cfg)
     cached = cfg.data.image_source == "cached"
@@ -43,7 +47,7 @@ def validation_logits(model: CheckpointModel, progress: bool = True) -> tuple[np
     pipeline = eval_pipeline(stream, rank=0, world=1, batch_size=cfg.eval.batch_size)
     loader = make_loader(pipeline, min(cfg.data.workers, len(folder.urls)), seed=cfg.train.seed)
     lookup = label_lookup(model.categories)
-    logits, targets, keys = [], [], []
+    embeddings, targets, keys = [], [], []
     bar = Progress(TextColumn("[bold]calibration logits"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, disable=not progress)
     with bar:
@@ -55,13 +59,14 @@ def validation_logits(model: CheckpointModel, progress: bool = True) -> tuple[np
                 raise ConfigError("", key, f"{folder.path} holds labels missing from the classes predicted: calibrate with the "
                                            "run's own validation categories")
             feats = image_features(model.built.model, batch["images"].to(model.device), cached, cfg.train.precision)
-            logits.append((model.logit_scale * feats @ model.classifier.T).cpu().numpy())
+            embeddings.append(feats.cpu().numpy().astype(np.float32))
             targets.append(index.numpy())
             keys += list(batch["keys"])
             bar.advance(task, len(index))
-    if not logits:
+    if not embeddings:
         raise ConfigError("", key, f"no validation samples could be read from {folder.path}")
-    return np.concatenate(logits), np.concatenate(targets), keys
+    images = EmbeddedImages(np.concatenate(embeddings), model.classifier.cpu().numpy(), model.logit_scale, np.concatenate(targets))
+    return images, keys
 
 
 def calibrate(checkpoint: str | Path, fraction: float = 0.5, device: str = "auto", progress: bool = True) -> tuple[Calibration, Path]:
@@ -69,21 +74,20 @@ def calibrate(checkpoint: str | Path, fraction: float = 0.5, device: str = "auto
     if not 0.0 < fraction < 1.0:
         raise ConfigError("", "--fit-fraction", f"must be between 0 and 1 (exclusive), got {fraction}")
     model = CheckpointModel.load(checkpoint, device=device)
-    logits, targets, keys = validation_logits(model, progress)
+    images, keys = validation_images(model, progress)
     fit = np.array([is_fit_key(k, fraction) for k in keys], dtype=bool)
     if fit.sum() < 2 or (~fit).sum() < 2:
         raise ConfigError("", "--fit-fraction", f"{len(keys)} validation samples give {int(fit.sum())} to fit and "
                                                 f"{int((~fit).sum())} to hold out: both need at least 2")
-    temperature = fit_temperature(logits[fit], targets[fit])
+    temperature = fit_temperature(images, np.flatnonzero(fit))
     taxonomy = Taxonomy.of(model.categories)
-    held, held_t = logits[~fit], targets[~fit]
-    ece_before, curve_before = measure(held, held_t, taxonomy, 1.0)
-    ece_after, curve_after = measure(held, held_t, taxonomy, temperature)
+    held = np.flatnonzero(~fit)
+    ece_before, curve_before, nll_before = measure(images, taxonomy, 1.0, held)
+    ece_after, curve_after, nll_after = measure(images, taxonomy, temperature, held)
     cal = Calibration(
         temperature=temperature, checkpoint=str(model.checkpoint), step=model.step, templates=list(model.templates),
         num_classes=len(model.categories), fit_samples=int(fit.sum()), heldout_samples=int((~fit).sum()),
-        ece_before=ece_before, ece_after=ece_after, nll_before=round(nll(held, held_t, 1.0), 5),
-        nll_after=round(nll(held, held_t, temperature), 5),
+        ece_before=ece_before, ece_after=ece_after, nll_before=round(nll_before, 5), nll_after=round(nll_after, 5),
         coverage={f"{rank}_{when}": curve for when, curves in (("before", curve_before), ("after", curve_after))
                   for rank, curve in curves.items()},
     )
@@ -132,4 +136,4 @@ def report_rows(cal: Calibration) -> list[tuple[str, str, str]]:
     return rows
 
 
-__all__ = ["calibrate", "coverage_plot", "is_fit_key", "report_rows", "validation_logits"]
+__all__ = ["calibrate", "coverage_plot", "is_fit_key", "report_rows", "validation_images"]

@@ -1,9 +1,14 @@
 """Temperature scaling, in numpy: the fit, expected calibration error, coverage against accuracy, the stored file.
 
 A temperature T divides the logits before the softmax; T is the value minimizing the negative
-log-likelihood of the true classes on the fitting half of the validation set (a golden-section
-search over log T: the NLL is convex in 1/T). RUN/calibration.json keeps it with what it was
-fit on (checkpoint file and step, templates, classes) and the measures on the held-out half.
+log-likelihood of the true classes on the fitting half of the validation set. The NLL is convex
+in beta = 1/T, with derivative mean(E_p[z] - z_true) and second derivative mean(Var_p[z]), so a
+safeguarded Newton search in beta (bisection where a step would leave the bracket) finds it in a
+handful of passes. Every pass streams: logits are made a chunk of images at a time from a
+`LogitSource` (for `lit calibrate`, unit-norm image embeddings [N, D] and class embeddings
+[C, D]), so memory grows with N x D and chunk x C, never with N x C (10,000 classes x 100,000
+validation images would be 4 GB of float32 logits). RUN/calibration.json keeps T with what it
+was fit on (checkpoint file and step, templates, classes) and the measures on the held-out half.
 Prediction uses it only for that checkpoint (a stale file is reported, not used).
 """
 
@@ -11,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,30 +33,104 @@ BINS = 15
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(20))
 
 
-def nll(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
-    """Mean negative log-likelihood of the targets under softmax(logits / T)."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=1))
-    return float(np.mean(log_norm - z[np.arange(len(targets)), targets]))
+CHUNK_VALUES = 1 << 22
+"""Logits made at once while streaming (4M values: 32 MB in float64, the precision of the sums)."""
 
 
-def fit_temperature(logits: np.ndarray, targets: np.ndarray, low: float = 0.01, high: float = 100.0, steps: int = 80) -> float:
-    """The T in [low, high] minimizing the NLL (golden-section search over log T)."""
-    a, b = math.log(low), math.log(high)
-    g = (math.sqrt(5) - 1) / 2
-    c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = nll(logits, targets, math.exp(c)), nll(logits, targets, math.exp(d))
-    for _ in range(steps):
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - g * (b - a)
-            fc = nll(logits, targets, math.exp(c))
+class LogitSource(ABC):
+    """Logits of N images over C classes, made a chunk of rows at a time; `targets` [N] are the true classes."""
+
+    targets: np.ndarray
+    num_classes: int
+
+    @abstractmethod
+    def make(self, rows: np.ndarray) -> np.ndarray:
+        """Logits [len(rows), C] of these rows (float32 or float64)."""
+
+    def chunks(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(logits float64 [b, C], targets [b]) over `rows`, b x C at most CHUNK_VALUES."""
+        size = max(1, CHUNK_VALUES // max(1, self.num_classes))
+        for start in range(0, len(rows), size):
+            part = rows[start:start + size]
+            yield np.asarray(self.make(part), dtype=np.float64), self.targets[part]
+
+
+class Logits(LogitSource):
+    """Logits already in memory [N, C] (small problems, tests)."""
+
+    def __init__(self, logits: np.ndarray, targets: np.ndarray) -> None:
+        self.logits, self.targets, self.num_classes = np.asarray(logits), np.asarray(targets), int(np.shape(logits)[1])
+
+    def make(self, rows: np.ndarray) -> np.ndarray:
+        return self.logits[rows]
+
+
+class EmbeddedImages(LogitSource):
+    """logit_scale x embeddings [N, D] @ classes [C, D].T, made on demand: memory N x D, not N x C."""
+
+    def __init__(self, embeddings: np.ndarray, classes: np.ndarray, logit_scale: float, targets: np.ndarray) -> None:
+        self.embeddings, self.classes = np.asarray(embeddings, np.float32), np.asarray(classes, np.float32)
+        self.logit_scale, self.targets, self.num_classes = float(logit_scale), np.asarray(targets), int(self.classes.shape[0])
+
+    def make(self, rows: np.ndarray) -> np.ndarray:
+        return np.float32(self.logit_scale) * (self.embeddings[rows] @ self.classes.T)
+
+
+def _all(source: LogitSource, rows: np.ndarray | None) -> np.ndarray:
+    return np.arange(len(source.targets)) if rows is None else np.asarray(rows)
+
+
+def nll(source: LogitSource, temperature: float, rows: np.ndarray | None = None) -> float:
+    """Mean negative log-likelihood of the targets under softmax(logits / T), over `rows` (default: all)."""
+    rows = _all(source, rows)
+    total = 0.0
+    for z, t in source.chunks(rows):
+        z = z / temperature
+        m = z.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(z - m).sum(axis=1)) + m[:, 0]
+        total += float((log_norm - z[np.arange(len(t)), t]).sum())
+    return total / max(1, len(rows))
+
+
+def _nll_slope(source: LogitSource, rows: np.ndarray, beta: float) -> tuple[float, float]:
+    """d NLL / d beta and d² NLL / d beta² at beta = 1/T (mean over rows): E_p[z] - z_true and Var_p[z]."""
+    d1 = d2 = 0.0
+    for z, t in source.chunks(rows):
+        s = beta * z
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        mean = (p * z).sum(axis=1)
+        d1 += float((mean - z[np.arange(len(t)), t]).sum())
+        d2 += float(((p * (z - mean[:, None]) ** 2).sum(axis=1)).sum())
+    return d1 / len(rows), d2 / len(rows)
+
+
+def fit_temperature(source: LogitSource, rows: np.ndarray | None = None, low: float = 0.01, high: float = 100.0,
+                    rtol: float = 1e-8, max_passes: int = 60) -> float:
+    """The T in [low, high] minimizing the NLL over `rows`: safeguarded Newton in beta = 1/T, one pass over the logits a step.
+
+    A minimum at a bound (a model no better than chance is best at T = high) is found in two passes.
+    """
+    rows = _all(source, rows)
+    lo, hi = 1.0 / high, 1.0 / low  # the bracket in beta: the slope is < 0 left of the minimum and > 0 right of it
+    beta = min(max(1.0, lo), hi)
+    slope, curve = _nll_slope(source, rows, beta)
+    bound = lo if slope > 0 else hi
+    if bound != beta and (_nll_slope(source, rows, bound)[0] > 0) == (slope > 0):
+        return float(1.0 / bound)  # the slope keeps its sign up to the bound: the minimum is there
+    for _ in range(max_passes):
+        if slope > 0:
+            hi = beta
         else:
-            a, c, fc = c, d, fd
-            d = a + g * (b - a)
-            fd = nll(logits, targets, math.exp(d))
-    return float(math.exp((a + b) / 2))
+            lo = beta
+        step = beta - slope / curve if curve > 0 else math.nan
+        new = step if lo < step < hi else math.sqrt(lo * hi)  # Newton inside the bracket, else bisection (in log beta)
+        done = abs(new - beta) <= rtol * beta
+        beta = new
+        if done:
+            break
+        slope, curve = _nll_slope(source, rows, beta)
+    return float(1.0 / beta)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
@@ -131,16 +212,25 @@ def temperature_for(folder: str | Path, checkpoint: str | None = None, step: int
     return float(cal.temperature)
 
 
-def measure(logits: np.ndarray, targets: np.ndarray, taxonomy: Taxonomy, temperature: float) -> tuple[dict[str, float], dict[str, Any]]:
-    """ECE (percent) at species and genus, and their coverage curves, at temperature T."""
-    probs = probabilities(logits, temperature)
+def measure(source: LogitSource, taxonomy: Taxonomy, temperature: float,
+            rows: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, Any], float]:
+    """ECE (percent) at species and genus, their coverage curves and the NLL at temperature T, over `rows` (one pass)."""
+    rows = _all(source, rows)
+    conf: dict[str, list[np.ndarray]] = {"species": [], "genus": []}
+    correct: dict[str, list[np.ndarray]] = {"species": [], "genus": []}
+    for z, t in source.chunks(rows):
+        probs = probabilities(z, temperature)
+        for rank in conf:
+            c, ok = rank_confidence(probs, t, taxonomy, rank)
+            conf[rank].append(c)
+            correct[rank].append(ok)
     ece, curves = {}, {}
-    for rank in ("species", "genus"):
-        conf, correct = rank_confidence(probs, targets, taxonomy, rank)
-        ece[rank] = round(100.0 * expected_calibration_error(conf, correct), 3)
-        curves[rank] = coverage_curve(conf, correct)
-    return ece, curves
+    for rank in conf:
+        c, ok = np.concatenate(conf[rank]), np.concatenate(correct[rank])
+        ece[rank] = round(100.0 * expected_calibration_error(c, ok), 3)
+        curves[rank] = coverage_curve(c, ok)
+    return ece, curves, nll(source, temperature, rows)
 
 
-__all__ = ["BINS", "FILE", "THRESHOLDS", "Calibration", "coverage_curve", "expected_calibration_error", "fit_temperature",
-           "measure", "nll", "rank_confidence", "temperature_for"]
+__all__ = ["BINS", "CHUNK_VALUES", "FILE", "THRESHOLDS", "Calibration", "EmbeddedImages", "LogitSource", "Logits", "coverage_curve",
+           "expected_calibration_error", "fit_temperature", "measure", "nll", "rank_confidence", "temperature_for"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,15 @@ class Taxonomy:
             ids.append([index.setdefault(tuple(c.taxon(r) for r in RANKS[:depth]), len(index)) for c in categories])
             lineages.append(tuple(index))
         return cls(np.asarray(ids, dtype=np.int64).reshape(len(RANKS), len(categories)), tuple(lineages))
+
+    @cached_property
+    def groups(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """Per rank: the classes sorted by taxon id, and where each taxon's run starts (taxon ids are 0..T-1, all used)."""
+        out = []
+        for ids in self.ids:
+            order = np.argsort(ids, kind="stable")
+            out.append((order, np.flatnonzero(np.r_[True, np.diff(ids[order]) != 0])))
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -88,10 +98,8 @@ def probabilities(logits: np.ndarray, temperature: float = 1.0, allowed: np.ndar
 
 def rank_probabilities(probs: np.ndarray, taxonomy: Taxonomy, rank: str) -> np.ndarray:
     """[N, C] class probabilities → [N, T] probabilities of the taxa at `rank` (sums of their classes)."""
-    depth = depth_of(rank)
-    out = np.zeros((probs.shape[0], len(taxonomy.lineages[depth])), dtype=probs.dtype)
-    np.add.at(out.T, taxonomy.ids[depth], probs.T)  # out.T is a view: rows of taxa gather their classes
-    return out
+    order, starts = taxonomy.groups[depth_of(rank)]
+    return np.add.reduceat(probs[:, order], starts, axis=1)  # classes sorted by taxon: one contiguous sum per taxon
 
 
 def top_k(probs: np.ndarray, categories: Sequence[Category], taxonomy: Taxonomy, k: int = 5,

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import json
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lit.cli import main
-from lit.serve.calibration import Calibration, coverage_curve, expected_calibration_error, fit_temperature, temperature_for
+from lit.data.inat import RANKS
+from lit.data.toy_wide import generated_categories
+from lit.serve import calibration
+from lit.serve.calibration import (
+    Calibration,
+    EmbeddedImages,
+    Logits,
+    coverage_curve,
+    expected_calibration_error,
+    fit_temperature,
+    measure,
+    nll,
+    rank_confidence,
+    temperature_for,
+)
+from lit.serve.scoring import Taxonomy, probabilities, rank_probabilities
 from tests.serve.conftest import FieldRun
 
 
@@ -27,7 +43,71 @@ def synthetic(temperature: float, n: int = 6000, classes: int = 20, seed: int = 
 @pytest.mark.parametrize("true_t", [0.5, 2.5])
 def test_fit_recovers_a_known_temperature(true_t: float) -> None:
     logits, labels = synthetic(true_t)
-    assert fit_temperature(logits, labels) == pytest.approx(true_t, rel=0.08)
+    assert fit_temperature(Logits(logits, labels)) == pytest.approx(true_t, rel=0.08)
+
+
+def direct_nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
+    """The NLL over every image at once, in memory: the reference of the streamed one."""
+    z = logits / t
+    z = z - z.max(1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]))
+
+
+def test_the_streamed_fit_and_measures_equal_the_direct_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Embeddings x classes made 7 rows at a time give the minimum of the NLL and the same ECE and curves as all at once."""
+    rng = np.random.default_rng(3)
+    cats = generated_categories(60)
+    emb = rng.standard_normal((500, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    classes = rng.standard_normal((60, 16)).astype(np.float32)
+    classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+    labels = ((emb @ classes.T) * 30 + rng.gumbel(size=(500, 60)) * 4).argmax(1)  # a noisy, overconfident classifier
+    monkeypatch.setattr(calibration, "CHUNK_VALUES", 7 * 60)
+    source = EmbeddedImages(emb, classes, 30.0, labels)
+    logits = (np.float32(30.0) * (emb @ classes.T)).astype(np.float64)
+    rows = np.flatnonzero(np.arange(500) % 3 != 0)
+    t = fit_temperature(source, rows)
+    grid = np.exp(np.linspace(np.log(t) - 0.05, np.log(t) + 0.05, 201))
+    best = grid[np.argmin([direct_nll(logits[rows], labels[rows], g) for g in grid])]
+    assert t == pytest.approx(best, rel=1e-3) and t > 1  # the minimum of the direct NLL, found in passes over chunks
+    assert nll(source, t, rows) == pytest.approx(direct_nll(logits[rows], labels[rows], t), rel=1e-9)
+    taxonomy = Taxonomy.of(cats)
+    ece, curves, held_nll = measure(source, taxonomy, t, rows)
+    probs = probabilities(logits[rows], t)
+    for rank in ("species", "genus"):
+        conf, correct = rank_confidence(probs, labels[rows], taxonomy, rank)
+        assert ece[rank] == pytest.approx(100 * expected_calibration_error(conf, correct), abs=1e-3)
+        assert curves[rank] == coverage_curve(conf, correct)
+    assert held_nll == pytest.approx(direct_nll(logits[rows], labels[rows], t), rel=1e-9)
+
+
+def test_rank_probabilities_sum_each_taxon() -> None:
+    cats = generated_categories(50)
+    taxonomy = Taxonomy.of(cats)
+    probs = probabilities(np.random.default_rng(0).normal(size=(4, 50)))
+    for depth, rank in enumerate(RANKS):
+        ids = taxonomy.ids[depth]
+        expected = np.stack([probs[:, ids == j].sum(1) for j in range(ids.max() + 1)], 1)
+        np.testing.assert_allclose(rank_probabilities(probs, taxonomy, rank), expected, rtol=1e-12)
+
+
+def test_calibration_memory_does_not_grow_with_images_times_classes() -> None:
+    """4,000 images x 10,000 classes would be 320 MB of float64 logits; streamed, the peak stays at a few chunks."""
+    rng = np.random.default_rng(0)
+    cats = generated_categories(10_000)
+    emb = rng.standard_normal((4000, 32)).astype(np.float32)
+    classes = rng.standard_normal((10_000, 32)).astype(np.float32)
+    source = EmbeddedImages(emb / np.linalg.norm(emb, axis=1, keepdims=True),
+                            classes / np.linalg.norm(classes, axis=1, keepdims=True), 20.0, rng.integers(0, 10_000, 4000))
+    taxonomy = Taxonomy.of(cats)
+    _ = taxonomy.groups
+    tracemalloc.start()
+    t = fit_temperature(source, np.arange(2000))
+    measure(source, taxonomy, t, np.arange(2000, 4000))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    chunk_bytes = calibration.CHUNK_VALUES * 8
+    assert peak < 8 * chunk_bytes < 4000 * 10_000 * 8, f"peak {peak / 2**20:.0f} MB"
 
 
 def test_expected_calibration_error() -> None:
