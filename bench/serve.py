@@ -1,14 +1,14 @@
 """In the field: the ONNX export against torch eager, and `lit serve` under a bounded load on loopback.
 
 Encoder: the embedded default tower (EfficientNet-Lite0, 224 px) as a run checkpoint, exported
-with `lit.serve.onnx_export.export_onnx` (verified against torch on the first validation
+with `lit.field.onnx_export.export_onnx` (verified against torch on the first validation
 images: the embedding difference is reported). Images/s per core of the image encoder alone
 (preprocessed inputs, decoding excluded), onnxruntime with one intra-op thread against torch
 eager with `torch.set_num_threads(1)`, at batch 1 and batch 32, interleaved, ratio pair by pair.
 
 Load: `lit serve EXPORT` in a subprocess on 127.0.0.1; 200 POST /predict of toy JPEGs (500x375)
 8 at a time, per round; latency percentiles (p50, p90, p99) and requests/s. Nothing here is
-a test: tests/serve only checks that every request is answered.
+a test: tests/field only checks that every request is answered.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def make_run(root: Path, model_name: str = "lit-effnet-lite0-minilm", image_weig
 
 def exported(root: Path, verify_limit: int = 64, **run_kwargs: Any) -> tuple[Path, Path, dict[str, Any]]:
     """(run, export folder, verification) of the bench model."""
-    from lit.serve.onnx_export import export_onnx
+    from lit.field.onnx_export import export_onnx
 
     run = make_run(root, **run_kwargs)
     out, check = export_onnx(run, root / "export", verify_limit=verify_limit)
@@ -81,8 +81,8 @@ def encoder_variants(run: Path, export: Path, batches: tuple[int, ...] = BATCHES
     """images/s of each (engine, batch) on one core."""
     import torch
 
-    from lit.serve.onnx_predict import OnnxModel
-    from lit.serve.torch_model import CheckpointModel
+    from lit.field.onnx_predict import OnnxModel
+    from lit.field.torch_model import CheckpointModel
 
     images = images or IMAGES
     onnx = OnnxModel.load(export, threads=1)

@@ -19,7 +19,7 @@ import pytest
 
 from lit.cli import main
 from lit.data.toy_wide import write_wide_inat
-from lit.serve import onnx_predict
+from lit.field import onnx_predict
 from tests.conftest import SHARED
 
 CLASSES = 10_000

@@ -18,34 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as tdist
 
 from lit import dist
 from lit.data.inat import RANKS, Category
+from lit.data.taxonomy import Taxonomy
 
 TOP_K = 5
-
-
-@dataclass(frozen=True)
-class Taxonomy:
-    """Class index → taxon id at each rank (lineage-identified), and each taxon's lineage."""
-
-    ids: torch.Tensor  # [len(RANKS), C] int64
-    lineages: tuple[tuple[tuple[str, ...], ...], ...]  # per rank: the lineage of each taxon id
-
-    @classmethod
-    def of(cls, categories: Sequence[Category]) -> Taxonomy:
-        ids, lineages = [], []
-        for depth in range(1, len(RANKS) + 1):
-            index: dict[tuple[str, ...], int] = {}
-            row = [index.setdefault(tuple(c.taxon(r) for r in RANKS[:depth]), len(index)) for c in categories]
-            ids.append(row)
-            lineages.append(tuple(index))
-        return cls(torch.tensor(ids, dtype=torch.long), tuple(lineages))
-
-    def to(self, device: torch.device | str) -> Taxonomy:
-        return Taxonomy(self.ids.to(device), self.lineages)
 
 
 def label_lookup(categories: Sequence[Category]) -> torch.Tensor:
@@ -85,8 +66,9 @@ class Counts:
             return torch.zeros(0, dtype=torch.long, device=self.total.device)
         return torch.cat(self.errors)
 
-    def add(self, logits: torch.Tensor, targets: torch.Tensor, taxon_ids: torch.Tensor) -> None:
-        """Count one batch: `logits` [B, C], `targets` [B] class indices, `taxon_ids` [R, C]."""
+    def add(self, logits: torch.Tensor, targets: torch.Tensor, taxon_ids: torch.Tensor | np.ndarray) -> None:
+        """Count one batch: `logits` [B, C], `targets` [B] class indices, `taxon_ids` [R, C] (Taxonomy.ids)."""
+        taxon_ids = torch.as_tensor(taxon_ids, device=logits.device)
         if logits.numel() == 0:
             return
         c = self.num_classes
@@ -115,7 +97,7 @@ class Counts:
         return Counts(stacked[0], stacked[1], stacked[2], stacked[3:], [gather_codes(self.error_codes())])
 
 
-def count_batch(logits: torch.Tensor, targets: torch.Tensor, taxon_ids: torch.Tensor) -> Counts:
+def count_batch(logits: torch.Tensor, targets: torch.Tensor, taxon_ids: torch.Tensor | np.ndarray) -> Counts:
     """Counts of a single batch (pure: for tests and one-off use)."""
     counts = Counts.zeros(logits.shape[1], logits.device)
     counts.add(logits, targets, taxon_ids)
@@ -151,7 +133,7 @@ def confused_pairs(codes: torch.Tensor, num_classes: int, k: int) -> list[tuple[
 
 def _hardest_taxa(counts: Counts, taxonomy: Taxonomy, depth: int, k: int) -> list[dict[str, Any]]:
     """The k taxa at RANKS[depth] with the lowest rank-level accuracy (those with samples)."""
-    ids = taxonomy.ids[depth].to(counts.total.device)
+    ids = torch.as_tensor(taxonomy.ids[depth], device=counts.total.device)
     n_taxa = len(taxonomy.lineages[depth])
     hits = torch.zeros(n_taxa, dtype=torch.long, device=ids.device).index_add_(0, ids, counts.by_rank[depth])
     total = torch.zeros(n_taxa, dtype=torch.long, device=ids.device).index_add_(0, ids, counts.total)
@@ -201,5 +183,5 @@ def summarize(counts: Counts, categories: Sequence[Category], taxonomy: Taxonomy
     }
 
 
-__all__ = ["TOP_K", "Counts", "Taxonomy", "confused_pairs", "count_batch", "gather_codes", "label_lookup", "summarize",
+__all__ = ["TOP_K", "Counts", "confused_pairs", "count_batch", "gather_codes", "label_lookup", "summarize",
            "to_class_index"]

@@ -29,7 +29,8 @@ from lit.config import Config
 from lit.configlib import ConfigError
 from lit.data.folders import ShardFolder, open_folder
 from lit.data.inat import Category
-from lit.eval.metrics import Counts, Taxonomy, label_lookup, summarize, to_class_index
+from lit.data.taxonomy import Taxonomy
+from lit.eval.metrics import Counts, label_lookup, summarize, to_class_index
 from lit.eval.runner import load_categories, write_outputs
 from lit.log import logger
 

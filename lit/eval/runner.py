@@ -37,7 +37,9 @@ from lit.configlib import ConfigError, to_dict
 from lit.data.folders import ShardFolder, open_folder
 from lit.data.inat import Category, DatasetError, load_categories_json
 from lit.data.loader import Stream, batch_counts, eval_pipeline, make_loader
-from lit.eval.metrics import Counts, Taxonomy, label_lookup, summarize, to_class_index
+from lit.data.taxonomy import Taxonomy
+from lit.eval.calibration import FILE, Calibration
+from lit.eval.metrics import Counts, label_lookup, summarize, to_class_index
 from lit.eval.paper import paper_table
 from lit.eval.templates import resolve_templates
 from lit.eval.zeroshot import build_classifier
@@ -116,7 +118,7 @@ def count_predictions(
     """This rank's counts, bad samples, and labels missing from the categories (not reduced)."""
     device = classifier.device
     cached = cfg.data.image_source == "cached"
-    lookup, taxon_ids = label_lookup(categories).to(device), Taxonomy.of(categories).ids.to(device)
+    lookup, taxon_ids = label_lookup(categories).to(device), torch.as_tensor(Taxonomy.of(categories).ids, device=device)
     counts = Counts.zeros(len(categories), device)
     bad, unknown = 0, set[int]()
     expected = folder.samples // info.world_size if subset <= 0 else min(subset // info.world_size, folder.samples)
@@ -230,8 +232,6 @@ def default_out_dir(checkpoint_path: Path, templates: Sequence[str]) -> Path:
 
 def calibration_summary(checkpoint_path: Path, step: int) -> dict[str, Any] | None:
     """What `lit calibrate` measured for this checkpoint (RUN/calibration.json): T, ECE before and after, its report."""
-    from lit.serve.calibration import FILE, Calibration
-
     run_dir = checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
     cal = Calibration.read(run_dir / FILE)
     if cal is None or Path(cal.checkpoint).name != checkpoint_path.name or cal.step != step:

@@ -16,7 +16,7 @@ from lit.model import BuiltModel
 
 def test_an_exported_model_evaluates_to_the_same_numbers_as_its_checkpoint(
         tiny: BuiltModel, toy_val: Path, tmp_path: Path, config_for: Callable[..., Config], capsys: pytest.CaptureFixture[str]) -> None:
-    from lit.train.export import export
+    from lit.field.open_clip_export import export
 
     cfg = config_for(tmp_path / "run", toy_val)
     save_tiny_checkpoint(cfg, tiny, step=7)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from lit.data.inat import RANKS, Category
-from lit.eval.metrics import Counts, Taxonomy, confused_pairs, count_batch, label_lookup, summarize, to_class_index
+from lit.data.taxonomy import Taxonomy
+from lit.eval.metrics import Counts, confused_pairs, count_batch, label_lookup, summarize, to_class_index
 
 
 def cat(cid: int, kingdom: str, phylum: str, class_: str, order: str, family: str, genus: str, epithet: str,

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from open_clip import build_zero_shot_classifier
 
 from lit.data.inat import RANKS, load_categories_csv
+from lit.data.taxonomy import Taxonomy
 from lit.data.toy import toy_categories
-from lit.eval.metrics import Taxonomy, count_batch, summarize
+from lit.eval.metrics import count_batch, summarize
 from lit.eval.templates import resolve_templates
 from lit.eval.zeroshot import build_classifier, class_blocks
 from lit.model import BuiltModel
@@ -52,7 +53,7 @@ def test_inat2021_classifier_builds_with_unit_rows(tiny: BuiltModel) -> None:
     torch.manual_seed(0)
     targets = torch.randint(0, 10_000, (3000,))
     logits = torch.randn(3000, 10_000)
-    near = tax.ids[RANKS.index("family")]  # make many predictions land in the true family
+    near = torch.as_tensor(tax.ids[RANKS.index("family")])  # make many predictions land in the true family
     for i, t in enumerate(targets[:1500].tolist()):
         same = (near == near[t]).nonzero().flatten()
         logits[i, same[torch.randint(0, len(same), (1,))]] = 10.0

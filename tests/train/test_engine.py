@@ -18,8 +18,8 @@ from lit.configlib import ConfigError
 from lit.data.embed import embed_folder
 from lit.data.folders import open_folder
 from lit.data.loader import Stream, eval_pipeline
+from lit.field.open_clip_export import WEIGHTS_NAME, export
 from lit.model import build_model, pad_id, trim_supported, trim_tokens
-from lit.train.export import WEIGHTS_NAME, export
 from lit.train.loop import LiTForward, Trainer
 from lit.train.run import epoch_batches, run
 from tests.conftest import tiny_config

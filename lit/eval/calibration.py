@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from lit.data.taxonomy import Taxonomy, probabilities, rank_probabilities
 from lit.io import write_json
 from lit.log import logger
-from lit.serve.scoring import Taxonomy, probabilities, rank_probabilities
 
 FILE = "calibration.json"
 BINS = 15

@@ -55,7 +55,7 @@ def field_run(tmp_path_factory: pytest.TempPathFactory) -> FieldRun:
 @pytest.fixture(scope="session")
 def field_export(field_run: FieldRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The ONNX export of the run, verified on its whole validation set."""
-    from lit.serve.onnx_export import export_onnx
+    from lit.field.onnx_export import export_onnx
 
     return export_onnx(field_run.run, tmp_path_factory.mktemp("export") / "model")
 

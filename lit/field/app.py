@@ -6,7 +6,7 @@ never a 500. Memory is bounded too: at most `decode_slots` requests hold an uplo
 its decoded image at once (a 60-megapixel PNG decodes to 240 MB, 4 bytes a pixel); the others
 wait for a slot, their upload spooled to disk beyond 1 MiB. A request keeps its slot from reading
 the bytes to the end of its model call, which holds a lock: concurrent requests never share a
-forward pass. Preprocessing holds little whatever the aspect ratio (lit.serve.images).
+forward pass. Preprocessing holds little whatever the aspect ratio (lit.field.images).
 `GET /health` describes the model and the limits.
 """
 
@@ -23,9 +23,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import FormData, UploadFile
 
-from lit.serve.engines import Predictor
-from lit.serve.images import MAX_PIXELS, BadImage, open_image
-from lit.serve.scoring import Scorer
+from lit.field.engines import Predictor
+from lit.field.images import MAX_PIXELS, BadImage, open_image
+from lit.field.scoring import Scorer
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BYTES = 20 * 2**20
@@ -72,7 +72,7 @@ class Service:
                 with self.lock:
                     logits = self.predictor.logits_of([image])
                     self.served += 1
-            except BadImage as err:  # refused by the model's preprocessing (lit.serve.torch_model.BoundedTransform)
+            except BadImage as err:  # refused by the model's preprocessing (lit.field.torch_model.BoundedTransform)
                 raise HTTPException(400, f"{name or 'the upload'}: {err}") from err
             del image, data
         prediction = self.scorer.score([name], logits)[0]

@@ -1,8 +1,8 @@
 """A trained checkpoint as a predictor: image tower, class embeddings (kept by lit.eval.classifier_cache), logit scale.
 
-`CheckpointModel.logits` gives what `lit.serve.scoring` turns into answers, so the checkpoint
-and its ONNX export (lit.serve.onnx_predict) share one scoring path. Its preprocessing is
-open_clip's eval transform behind `Preprocessing.reduce` (lit.serve.images): the same resize and
+`CheckpointModel.logits` gives what `lit.field.scoring` turns into answers, so the checkpoint
+and its ONNX export (lit.field.onnx_predict) share one scoring path. Its preprocessing is
+open_clip's eval transform behind `Preprocessing.reduce` (lit.field.images): the same resize and
 crop as the export's, in the same bounded memory for images of extreme aspect ratios.
 """
 
@@ -20,12 +20,12 @@ import torch.nn.functional as F
 
 from lit.config import Config
 from lit.configlib import ConfigError
-from lit.data.inat import Category
+from lit.data.inat import Category, DatasetError, load_categories_csv, load_categories_json
+from lit.eval.calibration import temperature_for
 from lit.eval.templates import TemplateSet
+from lit.field.batch import LogitBatch
+from lit.field.images import MAX_ASPECT, BadImage, Preprocessing
 from lit.model import BuiltModel, clip_api, preprocess_cfg
-from lit.serve.batch import LogitBatch
-from lit.serve.calibration import temperature_for
-from lit.serve.images import MAX_ASPECT, BadImage, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,15 @@ class BoundedTransform:
         return self.transform(image)
 
 
+def read_categories(path: str | Path) -> list[Category]:
+    """Categories from a categories.json / split JSON, or a CSV with the official columns (`categories`)."""
+    path = Path(path)
+    try:
+        return load_categories_csv(path) if path.suffix.lower() == ".csv" else load_categories_json(path)
+    except DatasetError as err:
+        raise ConfigError(str(path), "categories", str(err)) from err
+
+
 @dataclass
 class CheckpointModel:
     """What prediction needs from a checkpoint; `classifier` rows are unit-norm class embeddings [C, D]."""
@@ -80,7 +89,6 @@ class CheckpointModel:
         from lit import dist
         from lit.checkpoint import model_from_checkpoint, resolve_checkpoint
         from lit.eval.classifier_cache import cache_dir, classifier_key, load_or_build
-        from lit.eval.predict import read_categories
         from lit.eval.runner import load_categories, val_folder
         from lit.eval.templates import resolve_templates
         from lit.eval.zeroshot import build_classifier
@@ -125,8 +133,8 @@ class CheckpointModel:
         return (self.logit_scale * self.embed(images) @ self.classifier.T).cpu().numpy()
 
     def batches(self, paths: Sequence[Path], batch_size: int, workers: int) -> Iterator[LogitBatch]:
-        """Logits of the readable files, batch by batch, decoded by DataLoader workers (lit.serve.batch.Engine)."""
-        from lit.serve.inputs import image_loader
+        """Logits of the readable files, batch by batch, decoded by DataLoader workers (lit.field.batch.Engine)."""
+        from lit.field.inputs import image_loader
 
         workers = min(workers, -(-len(paths) // batch_size))  # no more workers than batches: each costs a start-up
         for batch in image_loader(paths, self.preprocess, batch_size, workers):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lit.serve.images import BadImage, open_image
+from lit.field.images import BadImage, open_image
 
 
 class ImageFiles(Dataset[tuple[int, "torch.Tensor | None", str]]):

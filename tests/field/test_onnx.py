@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lit.serve import onnx_export, onnx_predict
+from lit.field import onnx_export, onnx_predict
 from tests.conftest import REPO
-from tests.serve.conftest import FieldRun
+from tests.field.conftest import FieldRun
 
 NO_TORCH = """
 import importlib.abc, sys
@@ -49,7 +49,7 @@ def test_export_is_verified_on_the_whole_validation_set(field_export: tuple[Path
 
 
 def test_dynamic_batch(field_run: FieldRun, field_export: tuple[Path, dict]) -> None:
-    from lit.serve.images import open_image
+    from lit.field.images import open_image
 
     model = onnx_predict.OnnxModel.load(field_export[0], threads=1)
     x = np.stack([model.preprocess(open_image(p)) for p in field_run.images[:7]])
@@ -84,8 +84,8 @@ def lit_imports(module: Path) -> set[str]:
 def test_the_onnx_path_never_imports_torch_at_any_depth() -> None:
     """Boundary: every lit module reachable from onnx_predict and the predict CLI imports no torch stack (lazy imports too,
     except the checkpoint engine, which engines.py reaches only for a checkpoint: listed here on purpose)."""
-    torch_side = {"lit.serve.torch_model", "lit.eval.templates"}  # reached only with --checkpoint / --templates
-    todo, seen, wrong = ["lit.serve.onnx_predict", "lit.serve.engines", "lit.eval.cli_predict", "lit.serve.app"], set(), {}
+    torch_side = {"lit.field.torch_model", "lit.eval.templates"}  # reached only with --checkpoint / --templates
+    todo, seen, wrong = ["lit.field.onnx_predict", "lit.field.engines", "lit.field.cli_predict", "lit.field.app"], set(), {}
     while todo:
         name = todo.pop()
         if name in seen or name in torch_side:
@@ -99,5 +99,5 @@ def test_the_onnx_path_never_imports_torch_at_any_depth() -> None:
         if heavy:
             wrong[name] = heavy
         todo += [m for m in imports if m.startswith("lit.") or m == "lit"]
-    assert "lit.serve.scoring" in seen and "lit.serve.images" in seen
+    assert "lit.field.scoring" in seen and "lit.field.images" in seen
     assert wrong == {}

@@ -10,7 +10,7 @@
 - `Preprocessing` is open_clip's eval transform (resize the short side, center crop, to [0, 1],
   normalize) in numpy: the exported model needs no torch or torchvision (a test checks it
   against open_clip's own transform). `Preprocessing.reduce` is its resize and crop alone, which
-  the torch path uses too (lit.serve.torch_model), so both hold the same bounded memory.
+  the torch path uses too (lit.field.torch_model), so both hold the same bounded memory.
 
 Memory of the resize: resizing the short side first makes a 1 x 30,000 image (142 bytes as a
 PNG) a 224 x 6,720,000 one (6 GB) before the crop keeps 224 x 224. Images up to MAX_ASPECT

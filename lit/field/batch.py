@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lit.data.inat import Category
-from lit.serve.images import Skipped
-from lit.serve.scoring import Prediction, Scorer
+from lit.field.images import Skipped
+from lit.field.scoring import Prediction, Scorer
 
 LogitBatch = tuple[list[int], np.ndarray, list[tuple[int, str]]]
 

@@ -6,15 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from lit.configlib import ConfigError
 from lit.data.inat import RANKS
+from lit.data.taxonomy import Taxonomy, probabilities, rank_probabilities, top_k
 from lit.data.toy import toy_categories
-from lit.eval import predict as torch_predict
-from lit.eval.metrics import Taxonomy as TorchTaxonomy
-from lit.serve.scoring import Scorer, Taxonomy, back_off, probabilities, rank_probabilities, top_k
-from lit.serve.subset import parse_subset
+from lit.field.scoring import Scorer, back_off
+from lit.field.subset import parse_subset
 
 CATS = toy_categories()
 TAX = Taxonomy.of(CATS)
@@ -24,18 +22,23 @@ def index(name: str) -> int:
     return next(i for i, c in enumerate(CATS) if c.name == name)
 
 
-def test_numpy_scoring_matches_the_torch_path() -> None:
+def test_scoring_sums_up_the_tree_as_the_lineages_say() -> None:
+    """Each taxon's probability is the sum of the classes whose lineage starts with its own; top-k ranks those sums."""
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.full(len(CATS), 0.3), size=4)
-    ttax = TorchTaxonomy.of(CATS)
-    for rank in RANKS:
+    for depth, rank in enumerate(RANKS):
         ours = rank_probabilities(probs, TAX, rank)
-        np.testing.assert_allclose(ours, torch_predict.rank_probabilities(torch.from_numpy(probs), ttax, rank).numpy(), atol=1e-12)
+        lineage = [tuple(c.taxon(r) for r in RANKS[:depth + 1]) for c in CATS]
+        for t, taxon in enumerate(TAX.lineages[depth]):
+            members = [i for i, line in enumerate(lineage) if line == taxon]
+            np.testing.assert_allclose(ours[:, t], probs[:, members].sum(1), atol=1e-12)
         np.testing.assert_allclose(ours.sum(1), 1.0)
-        theirs = torch_predict.top_k(torch.from_numpy(probs[0]), CATS, ttax, 5, rank)
         mine = top_k(probs[0], CATS, TAX, 5, rank)
-        assert [(g.taxon, g.lineage, g.species.id) for g in mine] == [(g.taxon, g.lineage, g.species.id) for g in theirs]
-        np.testing.assert_allclose([g.probability for g in mine], [g.probability for g in theirs], atol=1e-12)
+        expected = sorted(range(len(TAX.lineages[depth])), key=lambda t: -ours[0, t])[:5]
+        assert [g.lineage for g in mine] == [TAX.lineages[depth][t] for t in expected]
+        for g in mine:
+            members = [i for i, line in enumerate(lineage) if line == g.lineage]
+            assert g.species.id == CATS[max(members, key=lambda i: probs[0, i])].id
 
 
 def test_back_off_answers_the_deepest_confident_rank() -> None:

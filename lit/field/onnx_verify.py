@@ -1,6 +1,6 @@
 """What makes an ONNX export trustworthy, with numpy alone: the check against torch, and the check before use.
 
-**Against torch** (`ScoreCheck`, fed batch by batch by lit.serve.onnx_export): the export can
+**Against torch** (`ScoreCheck`, fed batch by batch by lit.field.onnx_export): the export can
 change two things, the image embeddings (another runtime, numpy preprocessing) and the class
 embeddings (stored in fp16). So it is checked on exactly those:
 

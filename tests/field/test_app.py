@@ -12,11 +12,11 @@ import pytest
 from fastapi import HTTPException
 from PIL import Image
 
-from lit.serve.app import Service
-from lit.serve.engines import open_target
-from lit.serve.images import MAX_ASPECT, open_image
-from lit.serve.scoring import Scorer
-from tests.serve.conftest import FieldRun, Server, multipart, post, post_file
+from lit.field.app import Service
+from lit.field.engines import open_target
+from lit.field.images import MAX_ASPECT, open_image
+from lit.field.scoring import Scorer
+from tests.field.conftest import FieldRun, Server, multipart, post, post_file
 
 
 def expected(field_export: tuple[Path, dict], image: Path, min_confidence: float = 0.2) -> dict:
@@ -81,7 +81,7 @@ def test_the_torch_engine_serves_the_same_answer(field_run: FieldRun, field_expo
 
 
 def test_thin_uploads_are_answered(server: Server) -> None:
-    """1 x 30,000 is 30,000 pixels, under the 1 MP limit: answered, by cropping before resizing (lit.serve.images)."""
+    """1 x 30,000 is 30,000 pixels, under the 1 MP limit: answered, by cropping before resizing (lit.field.images)."""
     for size in [(1, 30_000), (30_000, 1)]:
         status, body = post_file(server.port, png(size), "thin.png")
         assert status == 200 and body["size"] == list(size) and len(body["guesses"]) == 5
@@ -89,7 +89,7 @@ def test_thin_uploads_are_answered(server: Server) -> None:
 
 def test_a_refusal_by_the_models_preprocessing_is_a_400(field_run: FieldRun) -> None:
     """A tower whose preprocessing the bounded resize does not implement refuses extreme aspect ratios: a 400, not a 500."""
-    from lit.serve.torch_model import BoundedTransform, CheckpointModel
+    from lit.field.torch_model import BoundedTransform, CheckpointModel
 
     predictor = open_target(field_run.run, "cpu")
     assert isinstance(predictor, CheckpointModel) and predictor.preprocess.reduction is not None

@@ -18,9 +18,9 @@ import pytest
 
 from lit.cli import main
 from lit.errors import VerificationError
-from lit.serve import onnx_export, onnx_predict, onnx_verify
-from lit.serve.onnx_verify import ScoreCheck, score_bound
-from tests.serve.conftest import FieldRun
+from lit.field import onnx_export, onnx_predict, onnx_verify
+from lit.field.onnx_verify import ScoreCheck, score_bound
+from tests.field.conftest import FieldRun
 
 
 def unit(x: np.ndarray) -> np.ndarray:

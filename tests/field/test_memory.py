@@ -18,7 +18,7 @@ from typing import TypeVar
 import pytest
 from PIL import Image
 
-from tests.serve.conftest import FieldRun, Server, post_file, start_server
+from tests.field.conftest import FieldRun, Server, post_file, start_server
 
 T = TypeVar("T")
 MB = 2**20

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.conftest import ARTIFACTS, FieldRun, Server, post_file
+from tests.field.conftest import ARTIFACTS, FieldRun, Server, post_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

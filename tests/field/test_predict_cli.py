@@ -10,7 +10,7 @@ import pytest
 
 from lit.cli import main
 from lit.data.inat import RANKS
-from tests.serve.conftest import FieldRun
+from tests.field.conftest import FieldRun
 
 
 @pytest.fixture

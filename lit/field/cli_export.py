@@ -1,20 +1,20 @@
-"""`lit export CHECKPOINT OUT [--onnx]`: the open_clip folder (lit.train.cli_export), or with --onnx a folder onnxruntime runs.
+"""`lit export CHECKPOINT OUT [--onnx]`: weights and config that plain open_clip loads, or with --onnx a folder onnxruntime runs.
 
-The `--onnx` folder (lit.serve.onnx_export) holds the image encoder as ONNX, the fp16 class
-embeddings of the run's classes and templates, the taxonomy, the preprocessing and the
-calibration; it is verified against torch on the whole validation set (lit.serve.onnx_verify) in a staging
-folder, and only a verified export is put at OUT.
+Without --onnx, OUT holds open_clip_config.json and open_clip_pytorch_model.bin
+(lit.field.open_clip_export). The `--onnx` folder (lit.field.onnx_export) holds the image
+encoder as ONNX, the fp16 class embeddings of the run's classes and templates, the taxonomy,
+the preprocessing and the calibration; it is verified against torch on the whole validation set
+(lit.field.onnx_verify) in a staging folder, and only a verified export is put at OUT.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from lit.train import cli_export as open_clip_export
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    open_clip_export.add_arguments(parser)
+    parser.add_argument("checkpoint", help="checkpoint file or run directory (its newest checkpoint)")
+    parser.add_argument("out", help="output folder")
     parser.add_argument("--onnx", action="store_true",
                         help="write the portable ONNX export (`lit predict --model OUT`, `lit serve OUT`) instead")
     parser.add_argument("--categories", help="with --onnx: the classes to export (default: the config's validation categories)")
@@ -24,11 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.onnx:
-        return open_clip_export.run(args)
-    from lit.eval.templates import parse_template_list
     from lit.log import console
-    from lit.serve.onnx_export import export_onnx
+
+    if not args.onnx:
+        from lit.field.open_clip_export import WEIGHTS_NAME, export
+
+        folder = export(args.checkpoint, args.out)
+        console.print(f"exported to {folder}\n  open_clip.create_model_and_transforms('local-dir:{folder}')\n"
+                      f"  or, for an open_clip architecture: pretrained='{folder / WEIGHTS_NAME}'")
+        return 0
+    from lit.eval.templates import parse_template_list
+    from lit.field.onnx_export import export_onnx
 
     templates = parse_template_list(args.templates) if args.templates else None
     out, check = export_onnx(args.checkpoint, args.out, categories=args.categories, templates=templates,

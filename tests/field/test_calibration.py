@@ -12,9 +12,10 @@ import pytest
 
 from lit.cli import main
 from lit.data.inat import RANKS
+from lit.data.taxonomy import Taxonomy, probabilities, rank_probabilities
 from lit.data.toy_wide import generated_categories
-from lit.serve import calibration
-from lit.serve.calibration import (
+from lit.eval import calibration
+from lit.eval.calibration import (
     Calibration,
     EmbeddedImages,
     Logits,
@@ -26,8 +27,7 @@ from lit.serve.calibration import (
     rank_confidence,
     temperature_for,
 )
-from lit.serve.scoring import Taxonomy, probabilities, rank_probabilities
-from tests.serve.conftest import FieldRun
+from tests.field.conftest import FieldRun
 
 
 def synthetic(temperature: float, n: int = 6000, classes: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +151,8 @@ def test_lit_calibrate_stores_the_temperature_and_predict_uses_it(field_run: Fie
     assert main(["predict", "--checkpoint", str(field_run.run), image, "--json", "-k", "1"]) == 0
     plain = json.loads(capsys.readouterr().out.splitlines()[-1])["guesses"][0]["probability"]
     assert calibrated < plain  # T > 1 flattens the top probability
-    from lit.serve.onnx_export import export_onnx
-    from lit.serve.onnx_predict import OnnxModel
+    from lit.field.onnx_export import export_onnx
+    from lit.field.onnx_predict import OnnxModel
 
     out, check = export_onnx(run, tmp_path / "export", verify_limit=16)  # the export carries the calibration
     assert check["ok"] and OnnxModel.load(out).temperature() == pytest.approx(cal["temperature"])

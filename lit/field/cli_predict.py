@@ -48,13 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lit.configlib import ConfigError
+    from lit.field.batch import predict_files
+    from lit.field.engines import load_predictor
+    from lit.field.images import discover
+    from lit.field.results import check_out, prediction_table, print_summary, row_writer, write_skipped
+    from lit.field.scoring import Scorer
+    from lit.field.subset import parse_subset
     from lit.log import console as err_console
-    from lit.serve.batch import predict_files
-    from lit.serve.engines import load_predictor
-    from lit.serve.images import discover
-    from lit.serve.results import check_out, prediction_table, print_summary, row_writer, write_skipped
-    from lit.serve.scoring import Scorer
-    from lit.serve.subset import parse_subset
 
     if args.top < 1:
         raise ConfigError("", "--top", f"must be >= 1, got {args.top}")

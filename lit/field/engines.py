@@ -11,11 +11,11 @@ from PIL import Image
 
 from lit.configlib import ConfigError
 from lit.data.inat import Category
-from lit.serve.batch import LogitBatch
+from lit.field.batch import LogitBatch
 
 
 class Predictor(Protocol):
-    """A model that scores images (lit.serve.torch_model.CheckpointModel, lit.serve.onnx_predict.OnnxModel)."""
+    """A model that scores images (lit.field.torch_model.CheckpointModel, lit.field.onnx_predict.OnnxModel)."""
 
     @property
     def categories(self) -> list[Category]: ...
@@ -39,17 +39,17 @@ def load_predictor(checkpoint: str | Path | None = None, model: str | Path | Non
         if categories or templates:
             raise ConfigError("", "--categories/--templates", f"{model} is an ONNX export: its classes and templates are fixed "
                                                                "at export time (`lit export CHECKPOINT OUT --onnx --categories ...`)")
-        from lit.serve.onnx_predict import OnnxModel, default_threads
+        from lit.field.onnx_predict import OnnxModel, default_threads
 
         return OnnxModel.load(model, threads or default_threads())
-    from lit.serve.torch_model import CheckpointModel
+    from lit.field.torch_model import CheckpointModel
 
     return CheckpointModel.load(checkpoint or "", categories, templates, device)
 
 
 def open_target(target: str | Path, device: str = "auto") -> Predictor:
     """`lit serve RUN_OR_EXPORT`: an export folder when it looks like one, else a checkpoint or run directory."""
-    from lit.serve.onnx_predict import is_export
+    from lit.field.onnx_predict import is_export
 
     return load_predictor(model=target) if is_export(target) else load_predictor(checkpoint=target, device=device)
 

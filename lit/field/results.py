@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from lit.configlib import ConfigError
+from lit.field.images import Skipped
+from lit.field.scoring import Prediction
 from lit.io import atomic_file
-from lit.serve.images import Skipped
-from lit.serve.scoring import Prediction
 
 FORMATS = (".csv", ".jsonl")
 

@@ -1,10 +1,10 @@
-"""`lit export CHECKPOINT OUT --onnx`: a folder that onnxruntime alone runs (see lit.serve.onnx_predict).
+"""`lit export CHECKPOINT OUT --onnx`: a folder that onnxruntime alone runs (see lit.field.onnx_predict).
 
 The image encoder (with its normalization) goes to ONNX with a dynamic batch axis through
 torch's dynamo exporter; the class embeddings of the run's classes and templates are stored in
 fp16, beside the categories (taxonomy), the preprocessing, the calibration and a manifest.
 Everything is written into a staging folder beside OUT and verified there on the run's
-validation images (lit.serve.onnx_verify: embeddings within a tolerance, class scores within
+validation images (lit.field.onnx_verify: embeddings within a tolerance, class scores within
 the bound fp16 allows, top-1 identical wherever torch's margin exceeds twice that bound); only
 a verified export is renamed to OUT, so a refused one leaves OUT as it was.
 """
@@ -28,15 +28,15 @@ from torch import nn
 from lit.configlib import ConfigError
 from lit.data.folders import open_folder
 from lit.errors import VerificationError
+from lit.eval.calibration import FILE as CALIBRATION_FILE
+from lit.eval.calibration import Calibration
+from lit.field import onnx_predict as layout
+from lit.field.images import Preprocessing, open_image
+from lit.field.onnx_verify import TOLERANCE, ScoreCheck, check_folder, describe_failure
+from lit.field.torch_model import CheckpointModel
 from lit.io import atomic_write, file_sha256, fsync_dir, write_json
 from lit.log import logger
 from lit.model import clip_api, preprocess_cfg
-from lit.serve import onnx_predict as layout
-from lit.serve.calibration import FILE as CALIBRATION_FILE
-from lit.serve.calibration import Calibration
-from lit.serve.images import Preprocessing, open_image
-from lit.serve.onnx_verify import TOLERANCE, ScoreCheck, check_folder, describe_failure
-from lit.serve.torch_model import CheckpointModel
 
 OPSET = 18
 
@@ -82,7 +82,7 @@ def val_images(shards: Sequence[str], limit: int = 0) -> Iterator[tuple[str, byt
 
 def verify(checkpoint: CheckpointModel, onnx: layout.OnnxModel, shards: Sequence[str], batch_size: int = 64,
            limit: int = 0) -> dict[str, Any]:
-    """ONNX against torch on the validation images (lit.serve.onnx_verify.ScoreCheck); memory: one batch x classes."""
+    """ONNX against torch on the validation images (lit.field.onnx_verify.ScoreCheck); memory: one batch x classes."""
     check = ScoreCheck(logit_scale=checkpoint.logit_scale)
     torch_classes = checkpoint.classifier.cpu().numpy()
     keys: list[str] = []

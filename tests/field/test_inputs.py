@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from lit.data.toy import ClassStyle, draw_image, jpeg_bytes
-from lit.serve.images import MAX_ASPECT, BadImage, Preprocessing, discover, open_image
-from lit.serve.inputs import image_loader
-from lit.serve.torch_model import BoundedTransform
+from lit.field.images import MAX_ASPECT, BadImage, Preprocessing, discover, open_image
+from lit.field.inputs import image_loader
+from lit.field.torch_model import BoundedTransform
 
 
 def photo(path: Path, size: tuple[int, int] = (40, 30), index: int = 0) -> Path:

@@ -18,12 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lit.configlib import ConfigError
 from lit.data.loader import Stream, eval_pipeline, make_loader
+from lit.data.taxonomy import Taxonomy
+from lit.eval.calibration import Calibration, EmbeddedImages, fit_temperature, measure
 from lit.eval.metrics import label_lookup, to_class_index
 from lit.eval.runner import check_val_cache, image_features, val_folder
+from lit.field.torch_model import CheckpointModel
 from lit.log import console, logger
-from lit.serve.calibration import Calibration, EmbeddedImages, fit_temperature, measure
-from lit.serve.scoring import Taxonomy
-from lit.serve.torch_model import CheckpointModel
 
 
 def is_fit_key(key: str, fraction: float) -> bool:
@@ -36,7 +36,7 @@ def validation_images(model: CheckpointModel, progress: bool = True) -> tuple[Em
     """Every validation sample of the run's config as unit-norm embeddings with its class index, and the keys.
 
     Memory grows with images x embedding width, not with images x classes: logits are made later,
-    a chunk at a time (lit.serve.calibration).
+    a chunk at a time (lit.eval.calibration).
     """
     cfg = model.cfg
     folder, key = val_folder(cfg)

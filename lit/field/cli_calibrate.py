@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from lit.serve.calibrate import calibrate, report_rows
+    from lit.field.calibrate import calibrate, report_rows
 
     cal, report = calibrate(args.checkpoint, args.fit_fraction, args.device, progress=not args.quiet)
     table = Table(title=f"Temperature {cal.temperature:.4f}: fit on {cal.fit_samples}, measured on {cal.heldout_samples} "

@@ -3,7 +3,7 @@
 The folder holds image_encoder.onnx (unit-norm image embeddings, dynamic batch),
 class_embeddings.npy (fp16, unit-norm rows), categories.json (the classes and their taxonomy,
 in row order), preprocessing.json, calibration.json and manifest.json (logit scale, what was
-exported and how it was verified). tests/serve check that this module never imports torch.
+exported and how it was verified). tests/field check that this module never imports torch.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from PIL import Image
 
 from lit.configlib import ConfigError
 from lit.data.inat import Category, parse_category
-from lit.serve.batch import LogitBatch
-from lit.serve.calibration import FILE as CALIBRATION_FILE
-from lit.serve.calibration import temperature_for
-from lit.serve.images import BadImage, Preprocessing, open_image
-from lit.serve.onnx_verify import MANIFEST, check_folder
+from lit.eval.calibration import FILE as CALIBRATION_FILE
+from lit.eval.calibration import temperature_for
+from lit.field.batch import LogitBatch
+from lit.field.images import BadImage, Preprocessing, open_image
+from lit.field.onnx_verify import MANIFEST, check_folder
 
 FORMAT = 1
 ENCODER = "image_encoder.onnx"
@@ -69,7 +69,7 @@ class OnnxModel:
         """Open an export folder; a missing or foreign file is a ConfigError naming it.
 
         With `check` (always, except for the export's own verification) the folder must have passed
-        its verification and match its manifest's sha256 sums (lit.serve.onnx_verify.check_folder):
+        its verification and match its manifest's sha256 sums (lit.field.onnx_verify.check_folder):
         a refused, unverified or altered export is a VerificationError, never used.
         """
         import onnxruntime as ort

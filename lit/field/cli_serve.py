@@ -1,6 +1,6 @@
 """`lit serve RUN_OR_EXPORT [--port 8000]`: the web page and `POST /predict` on uvicorn, on 127.0.0.1 unless told otherwise.
 
-The server's memory follows what its requests hold (lit.serve.app): blocks of 1 MiB and more are
+The server's memory follows what its requests hold (lit.field.app): blocks of 1 MiB and more are
 mapped and unmapped one by one, so that a decoded image freed in one worker thread is given back
 at once rather than kept in that thread's glibc arena (8 uploads of 60 MP added 1.4 GB without it,
 470 MB with it, with 2 decode slots).
@@ -14,7 +14,7 @@ import ctypes.util
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # FastAPI only when serving: `lit --help` stays fast
-    from lit.serve.app import Service
+    from lit.field.app import Service
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,12 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_service(args: argparse.Namespace) -> Service:
-    """The Service of the arguments (lit.serve.app)."""
+    """The Service of the arguments (lit.field.app)."""
     from lit.configlib import ConfigError
-    from lit.serve.app import Service
-    from lit.serve.engines import open_target
-    from lit.serve.scoring import Scorer
-    from lit.serve.subset import parse_subset
+    from lit.field.app import Service
+    from lit.field.engines import open_target
+    from lit.field.scoring import Scorer
+    from lit.field.subset import parse_subset
 
     if args.decode_slots < 1:
         raise ConfigError("", "--decode-slots", f"must be >= 1, got {args.decode_slots}")
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from lit.configlib import ConfigError
+    from lit.field.app import create_app
     from lit.log import console
-    from lit.serve.app import create_app
 
     if not 0 < args.port < 65536:
         raise ConfigError("", "--port", f"must be 1-65535, got {args.port}")
