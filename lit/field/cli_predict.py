@@ -48,12 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lit.configlib import ConfigError
-    from lit.field.batch import predict_files
+    from lit.field.classifier import Classifier
     from lit.field.engines import load_predictor
     from lit.field.images import discover
     from lit.field.results import check_out, prediction_table, print_summary, row_writer, write_skipped
-    from lit.field.scoring import Scorer
-    from lit.field.subset import parse_subset
     from lit.log import console as err_console
 
     if args.top < 1:
@@ -70,17 +68,17 @@ def run(args: argparse.Namespace) -> int:
         from lit.eval.templates import parse_template_list
 
         templates = parse_template_list(args.templates)
-    predictor = load_predictor(args.checkpoint, args.model, categories=args.categories, templates=templates, device=args.device)
-    scorer = Scorer.of(predictor.categories, temperature=predictor.temperature(), allowed=parse_subset(args.subset, predictor.categories),
-                       k=args.top, rank=args.rank, min_confidence=args.min_confidence)
+    classifier = Classifier(load_predictor(args.checkpoint, args.model, categories=args.categories, templates=templates,
+                                           device=args.device))
+    scorer = classifier.scorer(top=args.top, rank=args.rank, subset=args.subset, min_confidence=args.min_confidence)
     progress = not args.quiet and len(paths) > args.batch_size
     if args.out:
         with row_writer(args.out, args.top) as writer:
-            predictions, bad = predict_files(predictor, paths, scorer, batch_size=args.batch_size, workers=args.workers,
-                                             on_rows=writer.write, console=err_console, progress=progress)
+            predictions, bad = classifier.predict_files(paths, scorer, batch_size=args.batch_size, workers=args.workers,
+                                                        on_rows=writer.write, console=err_console, progress=progress)
     else:
-        predictions, bad = predict_files(predictor, paths, scorer, batch_size=args.batch_size, workers=args.workers,
-                                         console=err_console, progress=progress)
+        predictions, bad = classifier.predict_files(paths, scorer, batch_size=args.batch_size, workers=args.workers,
+                                                    console=err_console, progress=progress)
         out = Console()
         for p in predictions:
             if args.json:

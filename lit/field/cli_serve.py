@@ -37,16 +37,13 @@ def build_service(args: argparse.Namespace) -> Service:
     """The Service of the arguments (lit.field.app)."""
     from lit.configlib import ConfigError
     from lit.field.app import Service
-    from lit.field.engines import open_target
-    from lit.field.scoring import Scorer
-    from lit.field.subset import parse_subset
+    from lit.field.classifier import Classifier
 
     if args.decode_slots < 1:
         raise ConfigError("", "--decode-slots", f"must be >= 1, got {args.decode_slots}")
-    predictor = open_target(args.target, args.device)
-    scorer = Scorer.of(predictor.categories, temperature=predictor.temperature(), allowed=parse_subset(args.subset, predictor.categories),
-                       k=args.top, min_confidence=args.min_confidence)
-    return Service(predictor, scorer, max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
+    classifier = Classifier.load(args.target, device=args.device)
+    scorer = classifier.scorer(top=args.top, subset=args.subset, min_confidence=args.min_confidence)
+    return Service(classifier.predictor, scorer, max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
                    decode_slots=args.decode_slots)
 
 

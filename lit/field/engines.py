@@ -47,11 +47,4 @@ def load_predictor(checkpoint: str | Path | None = None, model: str | Path | Non
     return CheckpointModel.load(checkpoint or "", categories, templates, device)
 
 
-def open_target(target: str | Path, device: str = "auto") -> Predictor:
-    """`lit serve RUN_OR_EXPORT`: an export folder when it looks like one, else a checkpoint or run directory."""
-    from lit.field.onnx_predict import is_export
-
-    return load_predictor(model=target) if is_export(target) else load_predictor(checkpoint=target, device=device)
-
-
-__all__ = ["Predictor", "load_predictor", "open_target"]
+__all__ = ["Predictor", "load_predictor"]

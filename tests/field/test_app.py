@@ -13,14 +13,14 @@ from fastapi import HTTPException
 from PIL import Image
 
 from lit.field.app import Service
-from lit.field.engines import open_target
+from lit.field.classifier import Classifier
 from lit.field.images import MAX_ASPECT, open_image
 from lit.field.scoring import Scorer
 from tests.field.conftest import FieldRun, Server, multipart, post, post_file
 
 
 def expected(field_export: tuple[Path, dict], image: Path, min_confidence: float = 0.2) -> dict:
-    predictor = open_target(field_export[0])
+    predictor = Classifier.load(field_export[0]).predictor
     scorer = Scorer.of(predictor.categories, temperature=predictor.temperature(), min_confidence=min_confidence)
     return scorer.score([image.name], predictor.logits_of([open_image(image)]))[0].to_json()
 
@@ -71,7 +71,7 @@ def test_refusals_are_4xx_with_a_message(server: Server, case: str) -> None:
 
 
 def test_the_torch_engine_serves_the_same_answer(field_run: FieldRun, field_export: tuple[Path, dict]) -> None:
-    predictor = open_target(field_run.run, "cpu")
+    predictor = Classifier.load(field_run.run, device="cpu").predictor
     service = Service(predictor, Scorer.of(predictor.categories, min_confidence=0.2))
     image = field_run.images[9]
     got = service.predict(image.read_bytes(), image.name)
@@ -91,7 +91,7 @@ def test_a_refusal_by_the_models_preprocessing_is_a_400(field_run: FieldRun) -> 
     """A tower whose preprocessing the bounded resize does not implement refuses extreme aspect ratios: a 400, not a 500."""
     from lit.field.torch_model import BoundedTransform, CheckpointModel
 
-    predictor = open_target(field_run.run, "cpu")
+    predictor = Classifier.load(field_run.run, device="cpu").predictor
     assert isinstance(predictor, CheckpointModel) and predictor.preprocess.reduction is not None
     predictor.preprocess = BoundedTransform(predictor.built.preprocess_val, None, MAX_ASPECT)  # as for a non-square tower
     service = Service(predictor, Scorer.of(predictor.categories), decode_slots=1)
