@@ -128,6 +128,11 @@ def server(field_export: tuple[Path, dict]) -> Iterator[Server]:
     """`lit serve` on the ONNX export, with small limits (256 KiB uploads, 1 megapixel) to test the refusals."""
     srv = start_server(field_export[0], "--max-mb", "0.25", "--max-megapixels", "1", "--min-confidence", "0.2")
     yield srv
+    stop_server(srv)
+
+
+def stop_server(srv: Server) -> None:
+    """Terminate `lit serve`, killing it after 10 s."""
     srv.process.terminate()
     try:
         srv.process.wait(timeout=10)

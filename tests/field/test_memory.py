@@ -9,7 +9,6 @@ load and read after it. Measured before the bounds (tiny model, size 32): a 1 x 
 from __future__ import annotations
 
 import io
-import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TypeVar
 import pytest
 from PIL import Image
 
-from tests.field.conftest import FieldRun, Server, post_file, start_server
+from tests.field.conftest import FieldRun, Server, post_file, start_server, stop_server
 
 T = TypeVar("T")
 MB = 2**20
@@ -58,11 +57,7 @@ def default_server(request: pytest.FixtureRequest, field_run: FieldRun, field_ex
     srv = start_server(field_export[0] if request.param == "onnx" else field_run.run, "--device", "cpu")
     assert post_file(srv.port, png((64, 48)), "warm.png")[0] == 200
     yield srv
-    srv.process.terminate()
-    try:
-        srv.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        srv.process.kill()
+    stop_server(srv)
 
 
 def test_thin_images_are_answered_in_bounded_memory(default_server: Server) -> None:
