@@ -6,7 +6,7 @@ Options and positionals (`section.key=value` overrides included) may come in any
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -17,12 +17,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from launcher import runs, spec, sweep
+from launcher import clusters, pipeline, spec, sweep
+from launcher.cli_status import show as show_status
+from launcher.local import run_local
+from launcher.preflight import PreflightFailed, check_container
+from launcher.rundir import RunDir
+from launcher.submit import cancel, check_fresh, resume_config, run_debug, submit
 from launcher.submitit_api import FailedSubmissionError, UncompletedJobError
+from launcher.sweepdir import SweepDir
+from lit.checklist import report
 from lit.cli import parse_intermixed
 from lit.config import Config, load_config
 from lit.configlib import ConfigError
-from lit.doctor import report
 from lit.errors import UserError
 from lit.log import console, setup_logging
 
@@ -64,8 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from launcher import pipeline
-
     cfg = load_config(args.job, args.overrides)
     if pipeline.chosen_stages(cfg, args.stages) != ["train"]:
         return submit_pipeline(cfg, args)
@@ -75,8 +79,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def submit_pipeline(cfg: Config, args: argparse.Namespace) -> int:
-    from launcher import pipeline
-
     if args.dry_run:
         print(pipeline.dry_run_text(cfg, args.stages), flush=True)  # verbatim: never wrapped
         return 0
@@ -92,30 +94,16 @@ def print_chain(chain: list[dict[str, Any]], run_dir: str) -> None:
     out.print(f"  status: python -m launcher status {escape(run_dir)}")
 
 
-def stages_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="pipeline stages")
-    for column in ("stage", "job", "state", "attempts", "progress", "why"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(r["stage"], str(r["job_id"] or "-"), r["state"], str(r["attempts"]), escape(r["progress"]), escape(r["why"]))
-    return table
-
-
 def start(cfg: Config, fresh: bool, preempt_at_step: int | None = None) -> int:
-    from launcher.submit import run_debug, submit
-
-    if preempt_at_step is not None and cfg.cluster != "local":
+    kind = clusters.of(cfg)
+    if preempt_at_step is not None and not kind.follows:
         raise ConfigError("command line", "--preempt-at-step", f"is for local runs; this job's cluster is {cfg.cluster!r}")
-    if cfg.cluster == "debug":
+    if kind.in_process:
         code = run_debug(cfg, fresh=fresh)
-        out.print(f"debug run {'finished' if code == 0 else 'stopped with a checkpoint'} (exit {code})")
+        out.print(f"{cfg.cluster} run {'finished' if code == 0 else 'stopped with a checkpoint'} (exit {code})")
         return code
-    if cfg.cluster == "local":
-        from launcher.local import run_local
-
+    if kind.follows:
         if fresh:
-            from launcher.submit import check_fresh
-
             check_fresh(spec.prepare(cfg).run_dir)
         summary = run_local(cfg, preempt_at_step=preempt_at_step, kind="submit" if fresh else "resume")
         out.print(f"local job {summary.job_id}: {summary.attempts} attempt(s), step {summary.final_step}, "
@@ -129,7 +117,8 @@ def start(cfg: Config, fresh: bool, preempt_at_step: int | None = None) -> int:
 
 
 def dry_run(cfg: Config) -> int:
-    if cfg.cluster == "slurm":
+    kind = clusters.of(cfg)
+    if kind.scheduled:
         out.rule("sbatch script (what submitit submits)")
         print(spec.render_sbatch(cfg), flush=True)  # verbatim: never wrapped
     else:
@@ -138,108 +127,28 @@ def dry_run(cfg: Config) -> int:
     print(spec.task_command(cfg), flush=True)
     out.print("  → launcher.task.Task(config) → lit.train.run.run(config), resuming from RUN_DIR/checkpoints",
               soft_wrap=True)
-    for key, value in spec.rendezvous_notes(cfg).items():
+    for key, value in kind.rendezvous_notes(cfg).items():
         out.print(f"  {key}: {escape(value)}", soft_wrap=True)
     table = Table(title="tasks")
     for column in ("rank", "node", "local rank", "device"):
         table.add_column(column)
-    for line in spec.task_layout(cfg):
+    for line in kind.layout(cfg):
         table.add_row(str(line.rank), str(line.node), str(line.local_rank), line.device)
     out.print(table)
     try:
-        spec.check_container(cfg)
+        check_container(cfg)
     except ConfigError as err:
         out.print(f"[yellow]submit would stop here:[/yellow] {escape(str(err))}", soft_wrap=True)
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from launcher import pipeline
-
-    run_dir = Path(args.run_dir).resolve()
-    if sweep.is_sweep(run_dir):
-        from launcher.cli_sweep import sweep_status
-
-        return sweep_status(run_dir, args.json)
-    status = runs.run_status(run_dir)
-    if pipeline.is_pipeline(run_dir):
-        status["stages"] = pipeline.status(run_dir)
-    if args.json:
-        print(json.dumps(status, indent=2))
-        return 0
-    if status.get("stages"):
-        out.print(stages_table(status["stages"]))
-    out.print(status_table(status))
-    if status["attempts"]:
-        out.print(attempts_table(status["attempts"]))
-    if status["retry_decisions"]:
-        out.print(failures_table(status["retry_decisions"]))
-    return 0
-
-
-def _fmt(values: dict[str, Any], keys: Sequence[str]) -> str:
-    parts = []
-    for k in keys:
-        v = values.get(k)
-        if v is not None:
-            parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
-    return ", ".join(parts) or "-"
-
-
-def status_table(status: dict[str, Any]) -> Table:
-    table = Table(title=f"run {status['name']}", show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value", overflow="fold")
-    total = status["total_steps"]
-    rows = [
-        ("run_dir", status["run_dir"]),
-        ("job", f"{status['job_id']} ({status['cluster']})"),
-        ("state", status["state"]),
-        ("attempt", f"{status['attempt']} (requeues of this job: {status['requeues']} of max {status['max_requeues']}; "
-                    f"retries after failures: {status['retries']} of max {status['max_failures']})"),
-        ("step", f"{status['step']}" + (f" / {total}" if total else "") + f" (newest checkpoint: {status['checkpoint_step']})"),
-        ("finished", {"finished": "yes", "diverged": "yes: diverged"}.get(status.get("outcome", ""), "no")),
-        ("last train", _fmt(status["last_train"], ("epoch", "loss", "lr", "logit_scale", "samples_per_s"))),
-        ("last eval", _fmt(status["last_eval"], ("top1", "top5", "final"))),
-        ("last stop", status["last_stop"] or "-"),
-    ]
-    for key, value in rows:
-        table.add_row(key, escape(str(value)))
-    return table
-
-
-def attempts_table(attempts: list[dict[str, Any]]) -> Table:
-    table = Table(title="attempts")
-    for column in ("attempt", "job", "requeue", "start step", "host", "previous stop"):
-        table.add_column(column, overflow="fold")
-    for a in attempts:
-        table.add_row(str(a.get("attempt")), str(a.get("job_id")), str(a.get("requeue")), str(a.get("start_step")),
-                      escape(str(a.get("host"))), escape(str(a.get("last_stop")) + (
-                          f"; schedule changed: {'; '.join(a['schedule_changes'])}" if a.get("schedule_changes") else "")))
-    return table
-
-
-def failures_table(decisions: list[dict[str, Any]]) -> Table:
-    """One row per failed attempt: how srun ended, what was decided and why."""
-    table = Table(title="failed attempts")
-    for column in ("job", "restart", "srun", "decision", "cause"):
-        table.add_column(column, overflow="fold")
-    for d in decisions:
-        table.add_row(str(d.get("job_id")), str(d.get("restart")), escape(str(d.get("srun"))), str(d.get("decision")),
-                      escape(str(d.get("cause"))))
-    return table
-
-
 def cmd_resume(args: argparse.Namespace) -> int:
-    from launcher import pipeline
-    from launcher.submit import resume_config
-
     run_dir = Path(args.run_dir).resolve()
-    if sweep.is_sweep(run_dir):
+    if SweepDir.is_sweep(run_dir):
         record = sweep.resume(run_dir, args.overrides)
         out.print(f"resumed {len(record['members'])} member(s): " + ", ".join(f"{k} ({v})" for k, v in record["members"].items()))
         return 0
-    if pipeline.is_pipeline(run_dir):
+    if RunDir(run_dir).is_pipeline():
         print_chain(pipeline.resume(run_dir, args.overrides), str(run_dir))
         return 0
     cfg = resume_config(run_dir, args.overrides)
@@ -247,15 +156,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from launcher import pipeline
-    from launcher.submit import cancel
-
-    if sweep.is_sweep(Path(args.run_dir).resolve()):
+    if SweepDir.is_sweep(Path(args.run_dir).resolve()):
         ids = sweep.cancel(Path(args.run_dir).resolve())
         out.print(f"cancelled jobs {', '.join(ids) or '(none was queued or running)'}; "
                   f"`python -m launcher resume {escape(args.run_dir)}` goes on with the members that have no result", soft_wrap=True)
         return 0
-    if pipeline.is_pipeline(Path(args.run_dir).resolve()):
+    if RunDir(Path(args.run_dir).resolve()).is_pipeline():
         ids = pipeline.cancel(Path(args.run_dir).resolve())
         out.print(f"cancelled jobs {', '.join(ids) or '(none was queued or running)'}; "
                   f"`python -m launcher resume {escape(args.run_dir)}` goes on from the first unfinished stage", soft_wrap=True)
@@ -267,12 +173,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run_dir).resolve()
-    if args.stage and args.stage != "train":
-        from launcher import pipeline
-
-        run_dir = pipeline.home(runs.load_run_config(run_dir), args.stage)
-    paths = runs.log_files(run_dir, args.rank)
+    run = RunDir(Path(args.run_dir).resolve())
+    if args.stage:
+        run = run.stage(args.stage)
+    paths = run.log_files(args.rank)
     found = False
     for path in paths:
         if not path.is_file():
@@ -289,6 +193,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    return show_status(args.run_dir, args.json)
+
+
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "resume": cmd_resume, "cancel": cmd_cancel, "logs": cmd_logs}
 PLUGINS = {
     "demo": ("launcher.demo", "the end-to-end demo (`make demo`)"),
@@ -303,8 +211,6 @@ def _plugin(argv: list[str]) -> int | None:
     """Run a plugin command when argv names one whose module is installed; None otherwise."""
     if not argv or argv[0] not in PLUGINS:
         return None
-    import importlib
-
     name, (module_name, help_text) = argv[0], PLUGINS[argv[0]]
     try:
         module = importlib.import_module(module_name)
@@ -332,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         console.print(f"[red]{err.label}:[/red] {escape(str(err))}", soft_wrap=True)
         return 2
-    except spec.PreflightFailed as err:
+    except PreflightFailed as err:
         console.print(report(err.checks))
         console.print("[red]lit doctor failed: nothing was submitted[/red]")
         return 1

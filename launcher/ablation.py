@@ -13,7 +13,14 @@ import argparse
 import time
 from pathlib import Path
 
-from launcher import logger
+from rich.markdown import Markdown
+
+from launcher import logger, sweep
+from launcher.report import write_report
+from launcher.sweep_spec import load_spec, resolve
+from launcher.sweepdir import SweepDir
+from lit.data.toy import write_toy_inat
+from lit.eval.probe import ProbeSettings, probe
 from lit.log import console
 
 SWEEP_FILE = Path(__file__).resolve().parents[1] / "jobs" / "sweeps" / "ablation-warmup.yaml"
@@ -25,14 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.markdown import Markdown
-
-    from launcher import sweep
-    from launcher.report import write_report
-    from launcher.sweep_spec import load_spec, resolve
-    from lit.data.toy import write_toy_inat
-    from lit.eval.probe import ProbeSettings, probe
-
     start = time.perf_counter()
     spec, path = load_spec(args.sweep_file, args.overrides)
     sweep_dir, members = resolve(spec, str(path))
@@ -44,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
         write_toy_inat(root, seed=0, train_per_class=24, val_per_class=8, test_per_class=0, hard=True)
         console.print(f"wrote {root}: 96 species, 8 families x 3 genera x 4 look-alike species")
     console.rule(f"[bold cyan]2. the sweep: {len(members)} members ({', '.join(m.name for m in members)})")
-    if sweep.is_sweep(sweep_dir):
-        todo = [r["member"] for r in sweep.status(sweep_dir) if r["outcome"] == ""]
-        if todo:
+    if SweepDir.is_sweep(sweep_dir):
+        if sweep.todo(SweepDir(sweep_dir)):
             sweep.resume(sweep_dir)
         else:
             console.print(f"every member of {sweep_dir} has its result: reusing them")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+from dataclasses import replace
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+
+from launcher import sweep
+from launcher.sweep_spec import from_cli, is_sweep_file, load_spec
 
 out = Console(soft_wrap=True)
 
@@ -23,11 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from launcher import sweep
-    from launcher.sweep_spec import from_cli, is_sweep_file, load_spec
-
     if is_sweep_file(args.file):
         spec, _ = load_spec(args.file, args.overrides)
         spec = replace(spec, name=args.name or spec.name, sweep_dir=args.sweep_dir or spec.sweep_dir, paper=args.paper or spec.paper)
@@ -44,25 +40,4 @@ def run(args: argparse.Namespace) -> int:
     sweep_dir = record["sweep_dir"]
     out.print(f"  status: python -m launcher status {escape(str(sweep_dir))}")
     out.print(f"  report: python -m launcher report {escape(str(sweep_dir))}")
-    return 0
-
-
-def sweep_status(sweep_dir: Path, as_json: bool) -> int:
-    """`python -m launcher status SWEEP_DIR`: one row per member."""
-    from launcher import sweep
-
-    rows = sweep.status(sweep_dir)
-    if as_json:
-        print(json.dumps({"sweep": str(sweep_dir), "members": rows}, indent=2))
-        return 0
-    table = Table(title=f"sweep {sweep.read(sweep_dir)['name']}")
-    for column in ("member", "job", "state", "outcome", "step", "top-1", "last stop"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        step = f"{r['step']}" + (f" / {r['total_steps']}" if r.get("total_steps") else "")
-        table.add_row(r["member"], str(r["job_id"] or "-"), r["state"], r["outcome"] or "-", step,
-                      "-" if r["top1"] is None else f"{r['top1']:.2f}", escape(str(r["last_stop"] or "-")))
-    out.print(table)
-    out.print(f"one member: python -m launcher status {escape(str(sweep_dir))}/MEMBER; "
-              f"report: python -m launcher report {escape(str(sweep_dir))}", soft_wrap=True)
     return 0

@@ -11,7 +11,6 @@ import argparse
 import json
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from rich.panel import Panel
@@ -19,10 +18,16 @@ from rich.panel import Panel
 from launcher import logger
 from launcher.local import RunSummary, run_local
 from launcher.spec import world_size
-from lit.config import Config, load_config
+from lit import stages
+from lit.config import Config, load_config, with_overrides
 from lit.data.captions import caption, print_scores, score_columns
+from lit.data.cli_captions import default_tokenizer
+from lit.data.folders import open_folder
 from lit.data.inat import load_split
+from lit.data.toy import write_toy_inat
+from lit.eval.report import print_report
 from lit.log import console
+from lit.runlog import Eval, Metric, MetricsLog, Start, Stop, Train
 
 DEMO = ["name=demo", "run_dir=runs/demo", "cluster=local", "slurm.tasks_per_node=2"]
 SHARD_OVERRIDES = ["shards.samples_per_shard=128"]  # the toy set is small: enough shards for 2 ranks x 2 workers
@@ -41,13 +46,7 @@ def _step(n: int, title: str) -> None:
 
 
 def prepare_data(cfg: Config, train_per_class: int = 40, val_per_class: int = 10) -> None:
-    """Steps 1-3: toy dataset, captions, shards, cached embeddings; each skipped when already complete."""
-    from lit.config import with_overrides
-    from lit.data.cli_captions import default_tokenizer
-    from lit.data.embed import embed_folder
-    from lit.data.shards import build_shards
-    from lit.data.toy import write_toy_inat
-
+    """Steps 1-3: toy dataset, captions, shards, cached embeddings (the library's stages: a re-run keeps what is complete)."""
     root = Path(cfg.data.root)
     _step(1, f"toy iNat2021 dataset in {root}")
     if (root / "val.json").is_file():
@@ -63,16 +62,20 @@ def prepare_data(cfg: Config, train_per_class: int = 40, val_per_class: int = 10
     print_scores(score_columns(train.categories, tokenize), console, top=8, tokenizer_name=tokenizer_name)
     for category in train.categories[:4]:
         console.print(f"  [green]{caption(category, cfg.captions.recipe, cfg.captions.prefix)}[/green]")
-    shard_cfg = with_overrides(cfg, SHARD_OVERRIDES).shards
-    for split, out, shuffle in (("train", cfg.data.train_shards, True), ("val", cfg.data.val_shards, False)):
-        build_shards(root, split, out, replace(shard_cfg, shuffle=shuffle), cfg.captions, progress=True)
+    prep = with_overrides(cfg, SHARD_OVERRIDES)
+    stages.run_shards(prep, never)
 
     _step(3, "cache the frozen image tower's embeddings (once; a re-run keeps complete shards)")
-    for shards, out in ((cfg.data.train_shards, cfg.data.train_embeddings), (cfg.data.val_shards, cfg.data.val_embeddings)):
-        start = time.perf_counter()
-        manifest = embed_folder(cfg, shards, out, device="cpu")
-        if manifest is not None:
-            console.print(f"{manifest['total_samples']} embeddings in {out} ({time.perf_counter() - start:.1f} s)")
+    start = time.perf_counter()
+    stages.run_embed(prep, never)
+    for _, _, out in stages.splits(cfg):
+        console.print(f"{open_folder(out, 'data.embeddings').samples} embeddings in {out}")
+    console.print(f"({time.perf_counter() - start:.1f} s)")
+
+
+def never() -> bool:
+    """A stage's `should_stop` when nothing asks it to stop."""
+    return False
 
 
 class MetricsTail(threading.Thread):
@@ -105,26 +108,24 @@ class MetricsTail(threading.Thread):
         if lines and not lines[-1].endswith("\n"):
             lines.pop()  # half-written: read it next time
         self.offset += sum(len(line) for line in lines)
-        for line in lines:
-            self.show(json.loads(line))
+        for record in MetricsLog.parse(json.loads(line) for line in lines):
+            self.show(record)
 
-    def show(self, r: dict) -> None:
-        kind = r.get("type")
-        if kind == "train" and r["step"] % self.every == 0:
-            console.print(f"  step {r['step']:>4}  loss {r['loss']:.3f}  lr {r['lr']:.1e}  {r['samples_per_s']:.0f} samples/s")
-        elif kind == "start":
-            where = f"resumed from {r['resumed_from']}" if r.get("resumed_from") else "fresh start"
-            console.print(f"  [bold]start[/bold] at step {r['step']} ({where}, {r['world_size']} ranks)")
-        elif kind == "stop":
-            console.print(f"  [yellow]stop[/yellow] at step {r['step']}: {r['reason']}")
-        elif kind == "eval":
-            console.print(f"  eval at step {r['step']}: top-1 {r.get('top1', 0):.1f}%, top-5 {r.get('top5', 0):.1f}%")
+    def show(self, r: Metric) -> None:
+        if isinstance(r, Train) and r.step % self.every == 0:
+            console.print(f"  step {r.step:>4}  loss {r.loss if r.loss is not None else float('nan'):.3f}  lr {r.lr or 0.0:.1e}  "
+                          f"{r.get('samples_per_s', 0):.0f} samples/s")
+        elif isinstance(r, Start):
+            where = f"resumed from {r.resumed_from}" if r.resumed_from else "fresh start"
+            console.print(f"  [bold]start[/bold] at step {r.step} ({where}, {r.world_size} ranks)")
+        elif isinstance(r, Stop):
+            console.print(f"  [yellow]stop[/yellow] at step {r.step}: {r.reason}")
+        elif isinstance(r, Eval):
+            console.print(f"  eval at step {r.step}: top-1 {r.top1 or 0.0:.1f}%, top-5 {r.top5 or 0.0:.1f}%")
 
 
 def train(cfg: Config, preempt: bool) -> RunSummary:
     """Step 4: LiT training through the launcher's local executor, preempted half way."""
-    from lit.data.folders import open_folder
-
     world = world_size(cfg)
     samples = cfg.data.samples_per_epoch or open_folder(cfg.data.train_embeddings, "data.train_embeddings").samples
     total = samples // (cfg.data.batch_size * world * cfg.train.accum_steps) * cfg.train.epochs
@@ -148,8 +149,6 @@ def train(cfg: Config, preempt: bool) -> RunSummary:
 
 def show_results(cfg: Config) -> dict:
     """Step 5: the zero-shot tables beside the paper's Table 1, and the artifacts left behind."""
-    from lit.eval.report import print_report
-
     _step(5, "zero-shot evaluation on the toy validation set")
     run_dir = Path(cfg.run_dir)
     result = json.loads((run_dir / "results.json").read_text())

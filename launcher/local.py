@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from launcher import logger, runs
+from launcher import logger
+from launcher.rundir import RunDir
 from launcher.submit import submit
 from launcher.submitit_api import local_process, task_error
 from lit.config import Config
+from lit.runlog import MetricsLog, Start, Stop, Train
 
 POLL_S = 0.25
 
@@ -32,7 +34,7 @@ class RunSummary:
     final_step: int
     """Step of the newest checkpoint at the end."""
     finished: bool
-    """The run wrote its `done` record."""
+    """The run has its result: it wrote `done` or `diverged` (`MetricsLog.outcome`)."""
     resumed: bool
     """An attempt started from a checkpoint saved by an earlier one."""
     preempted_at: int | None = None
@@ -45,21 +47,21 @@ class RunSummary:
     """What each rank's task returned."""
 
 
-def _train_step_since(records: list[dict[str, Any]], start_count: int) -> int:
+def _train_step_since(log: MetricsLog, start_count: int) -> int:
     """Highest train step written by attempts after the first `start_count` starts."""
     seen = 0
     step = -1
-    for r in records:
-        if r.get("type") == "start":
+    for r in log:
+        if isinstance(r, Start):
             seen += 1
-        elif r.get("type") == "train" and seen > start_count:
-            step = max(step, int(r["step"]))
+        elif isinstance(r, Train) and seen > start_count:
+            step = max(step, r.step)
     return step
 
 
-def _rank0_pid(run_dir: str, job_id: str) -> int | None:
-    mine = [a for a in runs.attempts(run_dir) if a.get("job_id") == job_id]
-    return int(mine[-1]["pid"]) if mine else None
+def _rank0_pid(run: RunDir, job_id: str) -> int | None:
+    mine = run.attempts().starts_of(job_id)
+    return mine[-1].pid if mine else None
 
 
 def run_local(cfg: Config, preempt_at_step: int | None = None, timeout_s: float | None = None,
@@ -72,8 +74,9 @@ def run_local(cfg: Config, preempt_at_step: int | None = None, timeout_s: float 
     jobs.jsonl records (`submit` or `resume`).
     """
     cfg = replace(cfg, cluster="local")
-    starts_before = sum(r.get("type") == "start" for r in runs.metrics(cfg.run_dir))
+    starts_before = len(RunDir(cfg.run_dir).metrics().of(Start))
     sub = submit(cfg, kind=kind, fresh=False)
+    run = RunDir(sub.run_dir)
     job = sub.job
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     signalled = False
@@ -83,8 +86,8 @@ def run_local(cfg: Config, preempt_at_step: int | None = None, timeout_s: float 
             job.cancel()
             raise TimeoutError(f"local run {sub.run_dir} did not end within {timeout_s} s")
         if preempt_at_step is not None and not signalled:
-            if _train_step_since(runs.metrics(sub.run_dir), starts_before) >= preempt_at_step:
-                pid = _rank0_pid(sub.run_dir, sub.job_id)
+            if _train_step_since(run.metrics(), starts_before) >= preempt_at_step:
+                pid = _rank0_pid(run, sub.job_id)
                 if pid is not None:
                     logger.warning("sending SIGUSR2 to rank 0 (pid %d) at step >= %d", pid, preempt_at_step)
                     os.kill(pid, signal.SIGUSR2)
@@ -95,10 +98,10 @@ def run_local(cfg: Config, preempt_at_step: int | None = None, timeout_s: float 
             job.cancel()
             break
         time.sleep(POLL_S)
-    return _summary(sub.run_dir, sub.job_id, job, starts_before, error)
+    return _summary(run, sub.job_id, job, starts_before, error)
 
 
-def _summary(run_dir: str, job_id: str, job: Any, starts_before: int, error: str) -> RunSummary:
+def _summary(run: RunDir, job_id: str, job: Any, starts_before: int, error: str) -> RunSummary:
     process = local_process(job)
     if process is not None:
         process.wait()
@@ -108,17 +111,17 @@ def _summary(run_dir: str, job_id: str, job: Any, starts_before: int, error: str
             results = list(job.results())
         except Exception as err:  # an unfinished or failed task: report, don't raise
             error = str(err)
-    records = runs.metrics(run_dir)
-    mine = [a for a in runs.attempts(run_dir) if a.get("job_id") == job_id]
+    log = run.metrics()
+    mine = run.attempts().starts_of(job_id)
     starts = 0
     preempted_at = None
-    for r in records:
-        starts += r.get("type") == "start"
-        if r.get("type") == "stop" and starts > starts_before:
-            preempted_at = int(r["step"])
+    for r in log:
+        starts += isinstance(r, Start)
+        if isinstance(r, Stop) and starts > starts_before:
+            preempted_at = r.step
     return RunSummary(
-        run_dir=str(run_dir), job_id=job_id, attempts=len(mine), final_step=runs.checkpoint_step(run_dir),
-        finished=runs.is_finished(records), resumed=any(a.get("start_step", 0) > 0 for a in mine),
+        run_dir=str(run), job_id=job_id, attempts=len(mine), final_step=run.checkpoint_step(),
+        finished=log.has_result(), resumed=any(a.start_step > 0 for a in mine),
         preempted_at=preempted_at, returncode=None if process is None else process.returncode,
         error=error, results=results,
     )

@@ -12,28 +12,23 @@
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import replace
-from pathlib import Path
+from os import PathLike
 from typing import Any
 
-from launcher import logger, runs
-from launcher.spec import PreflightFailed, make_executor, preflight, prepare, render_sbatch
-from launcher.submit import clean_submit_env, free_port
+from launcher import clusters, logger
+from launcher.preflight import PreflightFailed, preflight
+from launcher.rundir import RunDir
+from launcher.spec import prepare, render_sbatch
+from launcher.stage_task import StageTask
+from launcher.submit import clean_submit_env, resume_config, schedule_changes_of
+from launcher.task import Task
 from lit import stages
-from lit.config import STAGES, Config, StageConfig, save_config
+from lit.config import STAGES, Config, StageConfig
 from lit.configlib import ConfigError
-from lit.io import append_jsonl, read_jsonl
 
-PIPELINE = "pipeline.jsonl"
 OUTPUT_KEYS = {"shards": ("data.train_shards", "data.val_shards"), "embed": ("data.train_embeddings", "data.val_embeddings")}
 """Preflight checks of paths a stage of the submission makes: they need not exist yet."""
-
-
-def home(cfg: Config, stage: str) -> Path:
-    """Where a stage's job keeps its bookkeeping (config, attempts, metrics, submitit's folder)."""
-    return Path(cfg.run_dir) if stage == "train" else Path(cfg.run_dir) / "stages" / stage
 
 
 def stage_config(cfg: Config, stage: str) -> Config:
@@ -65,27 +60,29 @@ def chosen_stages(cfg: Config, only: str | None) -> list[str]:
     return sorted(names, key=STAGES.index)
 
 
-def plan(cfg: Config, names: list[str]) -> list[tuple[str, stages.StageState]]:
-    """Each chosen stage with its state; complete stages before the first incomplete one are skipped."""
+def plan(cfg: Config, names: list[str], again: dict[str, str] | None = None) -> list[tuple[str, stages.StageState]]:
+    """Each chosen stage with its state; complete stages before the first incomplete one are skipped.
+
+    `again`: stages that run whatever their state, with the reason (a resume that changes the training's schedule).
+    """
     out = []
     behind = False  # a stage after one that runs always runs: its inputs are about to change
     for name in names:
         state = stages.state(cfg, name)
-        if behind and state.complete:
+        if state.complete and name in (again or {}):
+            state = stages.StageState(False, (again or {})[name])
+        elif behind and state.complete:
             state = stages.StageState(False, f"runs after a stage that runs ({state.detail})")
         behind = behind or not state.complete
         out.append((name, state))
     return out
 
 
-def _task(cfg: Config, stage: str) -> Any:
-    from launcher.stage_task import StageTask
-    from launcher.task import Task
-
-    local = ("127.0.0.1", free_port()) if cfg.cluster == "local" else (None, None)
+def _task(cfg: Config, stage: str) -> Task | StageTask:
+    address = clusters.of(cfg).address()
     if stage == "train":
-        return Task(cfg, *local)
-    return StageTask(cfg, stage, str(home(cfg, stage)), *local)
+        return Task(cfg, *address)
+    return StageTask(cfg, stage, str(RunDir(cfg.run_dir).stage(stage)), *address)
 
 
 def checks(cfg: Config, names: list[str]) -> None:
@@ -99,17 +96,18 @@ def checks(cfg: Config, names: list[str]) -> None:
             raise PreflightFailed(failed) from err
 
 
-def submit(cfg: Config, only: str | None = None, kind: str = "submit") -> list[dict[str, Any]]:
+def submit(cfg: Config, only: str | None = None, kind: str = "submit", again: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Submit the stages that are not complete, each after the one before; returns the chain (one record per stage)."""
     cfg = prepare(cfg)
-    if cfg.cluster != "slurm":
+    if not clusters.of(cfg).scheduled:
         raise ConfigError("", "cluster", "a pipeline runs stages as SLURM jobs: set cluster=slurm "
                           "(locally, run `lit shards`/`lit embed` and submit the training alone)")
     names = chosen_stages(cfg, only)
     checks(cfg, names)
-    save_config(cfg, Path(cfg.run_dir) / "config.yaml")
-    chain = submit_chain(cfg, plan(cfg, names), kind)
-    append_jsonl(Path(cfg.run_dir) / PIPELINE, {"type": kind, "time": round(time.time(), 3), "stages": chain})
+    run = RunDir(cfg.run_dir)
+    run.save_config(cfg)
+    chain = submit_chain(cfg, plan(cfg, names, again), kind)
+    run.record_chain(kind, chain)
     return chain
 
 
@@ -122,12 +120,12 @@ def submit_chain(cfg: Config, planned: list[tuple[str, stages.StageState]], kind
             chain.append({"stage": name, "job_id": None, "skipped": True, "detail": state.detail})
             continue
         sub_cfg = stage_config(cfg, name)
-        where = home(cfg, name)
-        save_config(sub_cfg, where / "config.yaml")
-        executor = make_executor(sub_cfg, where, after)
+        where = RunDir(cfg.run_dir).stage(name)
+        where.save_config(sub_cfg)
+        executor = clusters.of(cfg).executor(sub_cfg, where.path, after)
         with clean_submit_env():
             job = executor.submit(_task(sub_cfg, name))
-        runs.record_job(where, kind, job.job_id, cfg.cluster, stage=name, after=after)
+        where.record_job(kind, job.job_id, cfg.cluster, stage=name, after=after)
         after = str(job.job_id)
         chain.append({"stage": name, "job_id": after, "skipped": False, "detail": state.detail})
         logger.info("%s: stage %s is job %s", kind, name, after)
@@ -146,102 +144,50 @@ def dry_run_text(cfg: Config, only: str | None = None) -> str:
             continue
         dep = f"<job id of {previous}>" if previous else None
         parts.append(f"## stage {name} ({state.detail})" + (f", after {previous} succeeds" if previous else "")
-                     + f"\n{render_sbatch(stage_config(cfg, name), home(cfg, name), dep)}")
+                     + f"\n{render_sbatch(stage_config(cfg, name), RunDir(cfg.run_dir).stage(name).path, dep)}")
         previous = name
     chain = " → ".join(f"{n}{' (skipped)' if s.complete else ''}" for n, s in plan(cfg, names))
     return "\n\n".join([f"# pipeline of {cfg.name}: {chain}", *parts])
 
 
-def chains(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every line of pipeline.jsonl: submissions and resumes (with their stages) and cancels."""
-    return read_jsonl(Path(run_dir) / PIPELINE)
+def active_jobs(run: RunDir) -> list[str]:
+    """The jobs of the newest submission that are still queued or running."""
+    kind = clusters.of(run.config())
+    return [e["job_id"] for e in run.last_chain() if e["job_id"] and clusters.is_active(kind.state(e["job_id"]))]
 
 
-def last_chain(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The stages of the newest submission or resume."""
-    submitted = [c for c in chains(run_dir) if "stages" in c]
-    if not submitted:
-        raise ConfigError(str(run_dir), "run_dir", f"no pipeline was submitted from this run directory ({PIPELINE} is missing)")
-    return list(submitted[-1]["stages"])
-
-
-def _progress(cfg: Config, stage: str) -> str:
-    """A stage's progress in words, from the files it writes."""
-    if stage == "shards":
-        done = [f for _, f, _ in stages.splits(cfg) if (Path(f) / "manifest.json").is_file()]
-        partial = sum(len(list((Path(f) / ".progress").glob("*.json"))) for _, f, _ in stages.splits(cfg))
-        return f"{len(done)} of 2 splits complete" + (f", {partial} shards of the next written" if partial else "")
-    if stage == "embed":
-        parts = []
-        for split, shards, emb in stages.splits(cfg):
-            total = len(json.loads((Path(shards) / "manifest.json").read_text())["shards"]) if (Path(shards) / "manifest.json").is_file() else 0
-            written = len(list(Path(emb).glob(".emb-*.json")))
-            parts.append(f"{split} {written}/{total or '?'} shards")
-        return ", ".join(parts)
-    if stage == "train":
-        status: dict[str, Any] = runs.run_status(cfg.run_dir) if (Path(cfg.run_dir) / "config.yaml").is_file() else {}
-        last = status.get("last_train") or {}
-        steps = status.get("total_steps")
-        return f"step {status.get('step', 0)}" + (f" / {steps}" if steps else "") + (f", loss {last['loss']:.4g}" if last.get("loss") else "")
-    state = stages.eval_state(cfg)
-    return state.detail
-
-
-def status(run_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per stage of the newest submission: job, SLURM state, attempts, progress, why it failed."""
-    cfg = runs.load_run_config(run_dir)
-    rows = []
-    failed_before = ""
-    for entry in last_chain(run_dir):
-        name = entry["stage"]
-        where = home(cfg, name)
-        row: dict[str, Any] = {"stage": name, "job_id": entry["job_id"], "progress": _progress(cfg, name), "why": ""}
-        if entry["skipped"]:
-            row.update(state="SKIPPED", attempts=0, why=entry["detail"])
-        else:
-            state = runs.slurm_state(entry["job_id"])
-            decisions = [d for d in runs.attempt_records(where, "retry") if d.get("job_id") == entry["job_id"]]
-            row.update(state=state, attempts=len([a for a in runs.attempts(where) if a.get("job_id") == entry["job_id"]]))
-            if decisions and decisions[-1]["decision"] != "retried":
-                row["why"] = f"{decisions[-1]['decision']}: {decisions[-1]['cause']}"
-            elif state == "CANCELLED" and failed_before:
-                row["why"] = f"cancelled by SLURM: the {failed_before} stage before it failed (afterok never satisfied)"
-            if state in ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL") and not failed_before:
-                failed_before = name
-        rows.append(row)
-    return rows
-
-
-def cancel(run_dir: str | Path) -> list[str]:
+def cancel(run_dir: str | PathLike[str]) -> list[str]:
     """Cancel every job of the newest submission that is still queued or running; returns their ids."""
-    ids = [e["job_id"] for e in last_chain(run_dir) if e["job_id"] and runs.is_active(runs.slurm_state(e["job_id"]))]
-    if ids:
-        import subprocess
-
-        subprocess.run(["scancel", *ids], check=True, capture_output=True, timeout=60)
-    append_jsonl(Path(run_dir) / PIPELINE, {"type": "cancel", "time": round(time.time(), 3), "job_ids": ids})
+    run = RunDir(run_dir)
+    ids = active_jobs(run)
+    clusters.of(run.config()).cancel(ids)
+    run.record_chain_cancel(ids)
     return ids
 
 
-def resume(run_dir: str | Path, overrides: list[str] | None = None) -> list[dict[str, Any]]:
-    """Submit again from the first stage that is not complete (the stages of the last submission)."""
-    from lit.config import with_overrides
+def resume(run_dir: str | PathLike[str], overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """Submit again from the first stage that is not complete (the stages of the last submission).
 
-    cfg = runs.load_run_config(run_dir)
-    if overrides:
-        cfg = with_overrides(cfg, overrides)
-    chain = last_chain(run_dir)
-    names = [e["stage"] for e in chain]
-    active = [e["job_id"] for e in chain if e["job_id"] and runs.is_active(runs.slurm_state(e["job_id"]))]
+    Checked at submit time as every resume is (`launcher.submit.resume_config`): a schedule change of
+    the training is refused with its `key: old → new` list (unless made on purpose: then the training
+    runs again, as a run's resume would), and so is a resume while a job of the chain is queued or
+    running, or once every stage is complete.
+    """
+    run = RunDir(run_dir)
+    names = [e["stage"] for e in run.last_chain()]
+    active = active_jobs(run)
     if active:
-        raise ConfigError(str(run_dir), "run_dir", f"jobs {', '.join(active)} of this pipeline are still queued or running: "
-                          f"wait for them or `python -m launcher cancel {run_dir}` first")
-    return submit(cfg, ",".join(names), kind="resume")
+        raise ConfigError(str(run), "run_dir", f"jobs {', '.join(active)} of this pipeline are still queued or running: "
+                          f"wait for them or `python -m launcher cancel {run}` first")
+    cfg = resume_config(run, overrides or (), result_ok=True)
+    changes = schedule_changes_of(run.config(), cfg)
+    again = {"train": "resumed with a new schedule: " + "; ".join(changes)} if changes and "train" in names else {}
+    planned = plan(prepare(cfg), names, again)
+    if all(state.complete for _, state in planned):
+        raise ConfigError(str(run), "run_dir", "every stage of this pipeline is complete ("
+                          + "; ".join(f"{name}: {state.detail}" for name, state in planned) + "): nothing to resume")
+    return submit(cfg, ",".join(names), kind="resume", again=again)
 
 
-def is_pipeline(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / PIPELINE).is_file()
-
-
-__all__ = ["PIPELINE", "cancel", "chains", "last_chain", "chosen_stages", "dry_run_text", "home", "is_pipeline", "plan",
-           "resume", "stage_config", "status", "submit", "submit_chain", "checks"]
+__all__ = ["OUTPUT_KEYS", "active_jobs", "cancel", "checks", "chosen_stages", "dry_run_text", "plan", "resume", "stage_config",
+           "submit", "submit_chain"]

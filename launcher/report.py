@@ -12,15 +12,23 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from launcher import runs, sweep
+from rich.console import Console
+from rich.markdown import Markdown
+
+from launcher import clusters
+from launcher.rundir import RunDir
+from launcher.sweepdir import SweepDir
 from lit.eval.paper import PAPER_WARMUP
 from lit.io import atomic_write, write_json
+from lit.runlog import Eval, MetricsLog, Start, Train
+from lit.train.optim import lr_at
 
 REPORT = "report.md"
 
@@ -28,17 +36,16 @@ REPORT = "report.md"
 # ---------------------------------------------------------------- what each member did
 
 
-def _attempt_seconds(records: list[dict[str, Any]]) -> float:
+def _attempt_seconds(log: MetricsLog) -> float:
     """Time spent training: each attempt from its `start` line to its last line."""
     total, start, last = 0.0, None, None
-    for r in records:
-        t = float(r.get("time", 0))
-        if r.get("type") == "start":
+    for r in log:
+        if isinstance(r, Start):
             if start is not None and last is not None:
                 total += last - start
-            start = last = t
+            start = last = r.time
         elif start is not None:
-            last = t
+            last = r.time
     if start is not None and last is not None:
         total += last - start
     return total
@@ -46,53 +53,53 @@ def _attempt_seconds(records: list[dict[str, Any]]) -> float:
 
 def member_summary(name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """One member's row: outcome, final/best accuracy, wall time, GPU-hours (plain data)."""
-    records = runs.metrics(run_dir)
-    cfg = runs.load_run_config(run_dir) if (run_dir / "config.yaml").is_file() else None
-    starts = [r for r in records if r.get("type") == "start"]
-    per_epoch = int(starts[-1].get("steps_per_epoch") or 0) if starts else 0
-    evals = [r for r in records if r.get("type") == "eval" and r.get("top1") is not None]
-    outcome = runs.outcome(records)
-    diverged = runs.diverged_at(records)
-    final = next((r for r in reversed(evals) if r.get("final")), None) if outcome == "finished" else None
-    best = max(evals, key=lambda r: float(r["top1"])) if evals else None
-    world = int(starts[-1].get("world_size", 1)) if starts else 1
-    gpus = bool(cfg and cfg.slurm.gpus_per_node and cfg.train.device != "cpu" and cfg.cluster == "slurm")
-    seconds = _attempt_seconds(records)
+    run = RunDir(run_dir)
+    log = run.metrics()
+    cfg = run.config() if run.has_config() else None
+    start = log.last(Start)
+    per_epoch = (start.steps_per_epoch or 0) if start else 0
+    evals = [r for r in log.of(Eval) if r.top1 is not None]
+    outcome = log.outcome()
+    diverged = log.diverged()
+    final = next((r for r in reversed(evals) if r.final), None) if outcome == "finished" else None
+    best = max(evals, key=lambda r: r.top1 or 0.0) if evals else None
+    world = start.world_size if start else 1
+    gpus = bool(cfg and cfg.slurm.gpus_per_node and cfg.train.device != "cpu" and clusters.of(cfg).scheduled)
+    seconds = _attempt_seconds(log)
     return {
         "member": name, "overrides": overrides, "run_dir": str(run_dir),
         "outcome": outcome or "not finished",
-        "diverged_step": diverged["step"] if diverged else None, "diverged_reason": diverged.get("reason") if diverged else None,
-        "final_top1": final.get("top1") if final else None, "final_top5": final.get("top5") if final else None,
-        "best_top1": best.get("top1") if best else None, "best_top5": best.get("top5") if best else None,
-        "best_epoch": math.ceil(int(best["step"]) / per_epoch) if best and per_epoch else None,
+        "diverged_step": diverged.step if diverged else None, "diverged_reason": diverged.reason if diverged else None,
+        "final_top1": final.top1 if final else None, "final_top5": final.top5 if final else None,
+        "best_top1": best.top1 if best else None, "best_top5": best.top5 if best else None,
+        "best_epoch": math.ceil(best.step / per_epoch) if best and per_epoch else None,
         "wall_s": round(seconds, 1), "gpu_hours": round(seconds * world / 3600, 3) if gpus else 0.0,
         "warmup_steps": cfg.train.warmup_steps if cfg else None, "seed": cfg.train.seed if cfg else None,
     }
 
 
 def _curves(run_dir: Path) -> dict[str, Any]:
-    records = runs.metrics(run_dir)
+    run = RunDir(run_dir)
+    log = run.metrics()
     # a resumed run repeats the steps after its checkpoint: the latest line of a step wins
-    train = {int(r["step"]): r for r in records if r.get("type") == "train"}
-    evals = {int(r["step"]): r for r in records if r.get("type") == "eval" and r.get("top1") is not None}
-    starts = [r for r in records if r.get("type") == "start"]
-    per_epoch = int(starts[-1].get("steps_per_epoch") or 1) if starts else 1
+    train = {r.step: r for r in log.of(Train)}
+    evals = {r.step: r for r in log.of(Eval) if r.top1 is not None}
+    start = log.last(Start)
+    per_epoch = (start.steps_per_epoch or 1) if start else 1
     losses: dict[int, list[float]] = defaultdict(list)
     for r in train.values():
-        if r.get("loss") is not None:
-            losses[int(r["epoch"]) + 1].append(float(r["loss"]))
-    lrs = sorted((s, float(r["lr"])) for s, r in train.items() if r.get("lr") is not None)
-    total = int(starts[-1].get("total_steps") or 0) if starts else 0
-    if total and (run_dir / "config.yaml").is_file():  # the schedule is a pure function of the step: draw every step
-        from lit.train.optim import lr_at
-
-        schedule = runs.load_run_config(run_dir).train
+        if r.loss is not None:
+            losses[r.epoch + 1].append(r.loss)
+    lrs = sorted((s, r.lr) for s, r in train.items() if r.lr is not None)
+    total = (start.total_steps or 0) if start else 0
+    if total and run.has_config():  # the schedule is a pure function of the step: draw every step
+        schedule = run.config().train
         last = max(train) if train else total
         lrs = [(s + 1, lr_at(s, total, schedule)) for s in range(min(total, last))]
     return {
         "loss": sorted((e, sum(v) / len(v)) for e, v in losses.items()),
         "lr": lrs,
-        "top1": sorted((math.ceil(s / per_epoch), float(r["top1"])) for s, r in evals.items()),
+        "top1": sorted((math.ceil(s / per_epoch), float(r.top1 or 0.0)) for s, r in evals.items()),
     }
 
 
@@ -124,8 +131,6 @@ def seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def extras(sweep_dir: Path) -> dict[str, Any]:
     """The linear probe and the baselines found in the sweep folder (results.json files)."""
-    import json
-
     found: dict[str, Any] = {"probe": None, "baselines": {}}
     probe = sweep_dir / "probe" / "results.json"
     if probe.is_file():
@@ -200,11 +205,10 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def plot(sweep_dir: Path, curves: dict[str, dict[str, Any]], paper: dict[str, Any]) -> list[Path]:
-    import matplotlib
+    import matplotlib  # only where a report is drawn: status and a sweep's tasks start without it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     out = []
     titles = {"loss": ("epoch", "mean training loss"), "lr": ("step", "learning rate"), "top1": ("epoch", "zero-shot top-1 (%)")}
     for kind, (xlabel, ylabel) in titles.items():
@@ -235,7 +239,7 @@ def plot(sweep_dir: Path, curves: dict[str, dict[str, Any]], paper: dict[str, An
 def build(sweep_dir: str | Path) -> dict[str, Any]:
     """Everything the report shows, as plain data."""
     sweep_dir = Path(sweep_dir)
-    spec = sweep.read(sweep_dir)
+    spec = SweepDir(sweep_dir).read()
     rows = [member_summary(m["name"], m["overrides"], Path(m["run_dir"])) for m in spec["members"]]
     return {"name": spec["name"], "job": spec["job"], "overrides": spec["overrides"], "members": rows,
             "seed_groups": seed_groups(rows), "paper": paper_rows(rows, spec.get("paper", "")), "extras": extras(sweep_dir)}
@@ -245,11 +249,19 @@ def write_report(sweep_dir: str | Path) -> Path:
     """Write report.md, report.json and the plots; returns report.md's path."""
     sweep_dir = Path(sweep_dir)
     data = build(sweep_dir)
-    curves = {m["name"]: _curves(Path(m["run_dir"])) for m in sweep.read(sweep_dir)["members"]}
+    curves = {m["name"]: _curves(Path(m["run_dir"])) for m in SweepDir(sweep_dir).read()["members"]}
     plot(sweep_dir, curves, data["paper"])
     write_json(sweep_dir / "report.json", data)
     atomic_write(sweep_dir / REPORT, markdown(data))
     return sweep_dir / REPORT
+
+
+def member_ended(run_dir: str | Path) -> Path | None:
+    """After a member ends: when every member of its sweep has its result, write the report; its path."""
+    sweep = SweepDir.of_member(run_dir)
+    if sweep is None or any(run.outcome() == "" for run in sweep.members().values()):
+        return None
+    return write_report(sweep.path)
 
 
 # ---------------------------------------------------------------- command
@@ -260,9 +272,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.markdown import Markdown
-
     path = write_report(Path(args.sweep_dir).resolve())
     out = Console(soft_wrap=True)
     if out.is_terminal:
@@ -273,4 +282,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["REPORT", "build", "member_summary", "seed_groups", "write_report"]
+__all__ = ["REPORT", "build", "member_ended", "member_summary", "seed_groups", "write_report"]

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from launcher import logger, runs
-from lit.io import append_jsonl
+import torch
+
+from launcher import clusters, logger
+from launcher.rundir import RunDir
+from launcher.sweepdir import task_home
+from lit.log import setup_logging
+from lit.runlog import Diverged, Done, Retry, attempt_line
 
 TRANSIENT_TYPES: tuple[type[BaseException], ...] = (OSError, TimeoutError, MemoryError)
 """Errors of the machine rather than of the job (ConnectionError is an OSError)."""
@@ -34,8 +37,6 @@ TRANSIENT_WORDS = ("gloo", "nccl", "connection closed", "connection reset", "con
 
 def is_transient(err: BaseException) -> bool:
     """True for errors a new attempt can get past; False for the deterministic ones."""
-    import torch
-
     if isinstance(err, (*TRANSIENT_TYPES, torch.distributed.DistError, torch.OutOfMemoryError)):
         return True
     if type(err) is RuntimeError:  # only plain RuntimeErrors: our own errors subclass other types
@@ -49,16 +50,10 @@ def restart_count() -> int:
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
 
 
-def record_failure(run_dir: str | Path, job_id: str, rank: int, err: BaseException) -> dict[str, Any]:
+def record_failure(run: RunDir, job_id: str, rank: int, err: BaseException) -> None:
     """Append a `failure` line for the error this rank raised."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    record = {
-        "type": "failure", "job_id": str(job_id), "restart": restart_count(), "rank": rank,
-        "error": f"{type(err).__name__}: {first}"[:500], "transient": is_transient(err),
-        "host": socket.gethostname(), "time": round(time.time(), 3),
-    }
-    append_jsonl(Path(run_dir) / runs.ATTEMPTS, record)
-    return record
+    run.record_failure(job_id, restart_count(), rank, f"{type(err).__name__}: {first}", is_transient(err))
 
 
 def exit_meaning(code: int) -> str:
@@ -67,70 +62,67 @@ def exit_meaning(code: int) -> str:
     return f"exit {code}"
 
 
-def decide(run_dir: str | Path, job_id: str, exit_code: int, max_failures: int) -> dict[str, Any]:
+def decide(run: RunDir, job_id: str, exit_code: int, max_failures: int) -> Retry:
     """What to do after srun ended with `exit_code`: a record whose `decision` is retried, not retried, gave up or none."""
     job_id = str(job_id)
     restart = restart_count()
-    base = {"type": "retry", "job_id": job_id, "restart": restart, "srun": exit_meaning(exit_code),
-            "time": round(time.time(), 3)}
+    base: dict[str, Any] = {"job_id": job_id, "restart": restart, "srun": exit_meaning(exit_code), "time": round(time.time(), 3)}
+
+    def decided(decision: str, cause: str, **extra: Any) -> Retry:
+        return Retry(attempt_line("retry", **base, decision=decision, cause=cause, **extra))
+
     if exit_code == 0:
-        return {**base, "decision": "none", "cause": "srun succeeded"}
-    starts = [a for a in runs.attempts(run_dir) if a.get("job_id") == job_id]
+        return decided("none", "srun succeeded")
+    attempts = run.attempts()
+    starts = attempts.starts_of(job_id)
     if not starts:
-        return {**base, "decision": "not retried",
-                "cause": "the task never started (see `python -m launcher logs`): the environment or the container is broken"}
-    tail = runs.attempt_tail(runs.metrics(run_dir), float(starts[-1].get("time", 0))) or []
-    ended = [r["type"] for r in tail if r.get("type") in ("stop", "done", "diverged")]
-    if ended:
-        why = {"done": "finished", "diverged": "finished: diverged"}.get(ended[-1], "stopped on a signal (submitit requeues it)")
-        return {**base, "decision": "none", "cause": f"the attempt {why}"}
-    failures = sorted((f for f in runs.attempt_records(run_dir, "failure") if f.get("job_id") == job_id and f.get("restart") == restart),
-                      key=lambda f: int(f.get("rank", 0)))  # in rank order, whichever rank wrote first
-    deterministic = [f for f in failures if not f.get("transient")]
-    reported = "; ".join(f"rank {f['rank']}: {f['error']}" for f in failures)
+        return decided("not retried", "the task never started (see `python -m launcher logs`): the environment or the container is broken")
+    tail = run.metrics().attempt_at(starts[-1].time)
+    ending = tail.ending() if tail is not None else None
+    if ending is not None:
+        why = "finished" if isinstance(ending, Done) else "finished: diverged" if isinstance(ending, Diverged) else \
+            "stopped on a signal (submitit requeues it)"
+        return decided("none", f"the attempt {why}")
+    failures = sorted((f for f in attempts.failures if f.job_id == job_id and f.restart == restart),
+                      key=lambda f: f.rank)  # in rank order, whichever rank wrote first
+    deterministic = [f for f in failures if not f.transient]
     if deterministic:
-        return {**base, "decision": "not retried",
-                "cause": "deterministic: " + "; ".join(f"rank {f['rank']}: {f['error']}" for f in deterministic)}
-    cause = reported or ("no rank reported an error: a process was killed (SIGKILL, the OOM killer, a segfault) "
-                         "or its node failed")
-    used = runs.retries_of(run_dir, job_id)
+        return decided("not retried", "deterministic: " + "; ".join(f"rank {f.rank}: {f.error}" for f in deterministic))
+    cause = "; ".join(f"rank {f.rank}: {f.error}" for f in failures) or (
+        "no rank reported an error: a process was killed (SIGKILL, the OOM killer, a segfault) or its node failed")
+    used = attempts.retries_of(job_id)
     if used >= max_failures:
-        return {**base, "decision": "gave up", "cause": f"{cause} (retries used: {used} of slurm.max_failures={max_failures}; "
-                f"continue with `python -m launcher resume {run_dir}`)"}
-    return {**base, "decision": "retried", "retry": used + 1, "cause": cause}
+        return decided("gave up", f"{cause} (retries used: {used} of slurm.max_failures={max_failures}; "
+                       f"continue with `python -m launcher resume {run}`)")
+    return decided("retried", cause, retry=used + 1)
 
 
-def job_running(job_id: str) -> bool:
-    """True while SLURM lists the job as RUNNING (not cancelled, completing or requeued by someone else)."""
-    state = runs.slurm_state(job_id)
-    return state == "RUNNING"
-
-
-def after_srun(run_dir: str | Path, job_id: str, exit_code: int) -> dict[str, Any]:
+def after_srun(run: RunDir, job_id: str, exit_code: int) -> Retry:
     """The batch script's last step: record the decision and requeue the job when it is retried."""
-    cfg = runs.load_run_config(run_dir)
-    record = decide(run_dir, job_id, exit_code, cfg.slurm.max_failures)
-    if record["decision"] == "none":
+    record = decide(run, job_id, exit_code, run.config().slurm.max_failures)
+    if record.decision == "none":
         return record
-    if record["decision"] == "retried" and not job_running(job_id):
-        record = {**record, "decision": "not retried", "cause": f"{record['cause']}; the job is no longer running "
-                  f"({runs.slurm_state(job_id)}): cancelled or requeued already"}
-    append_jsonl(Path(run_dir) / runs.ATTEMPTS, record)
-    logger.warning("job %s failed (%s): %s, %s", job_id, record["srun"], record["decision"], record["cause"])
-    if record["decision"] == "retried":
+    if record.decision == "retried":
+        state = clusters.slurm_state(job_id)
+        if state != "RUNNING":  # cancelled, completing, or requeued by someone else
+            record = Retry({**record.data, "decision": "not retried",
+                            "cause": f"{record.cause}; the job is no longer running ({state}): cancelled or requeued already"})
+    run.record_decision(record)
+    logger.warning("job %s failed (%s): %s, %s", job_id, record.srun, record.decision, record.cause)
+    if record.decision == "retried":
         out = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             logger.error("scontrol requeue %s failed: %s", job_id, out.stderr.strip())
     return record
 
 
-def job_exit(record: dict[str, Any], exit_code: int) -> int:
+def job_exit(record: Retry, exit_code: int) -> int:
     """The exit code the batch script ends with: 0 once the attempt finished, whatever killed a rank after that.
 
     (SLURM's time-limit USR2 can reach a rank that has already returned, and srun then reports a
     failure: the job would end FAILED, and a pipeline's next stage would never start.)
     """
-    return 0 if record["decision"] == "none" and "finished" in record["cause"] else exit_code
+    return 0 if record.decision == "none" and "finished" in record.cause else exit_code
 
 
 def main(argv: list[str]) -> int:
@@ -138,14 +130,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3 or not argv[2].lstrip("-").isdigit():
         print("usage: python -m launcher.retry RUN_DIR JOB_ID SRUN_EXIT_CODE", file=sys.stderr)
         return 2
-    from lit.log import setup_logging
-
     setup_logging()
-    from launcher.sweep import member_dir
-
     code = int(argv[2])
-    run_dir = member_dir(argv[0], argv[1])  # a sweep's array task: its member's run folder
-    print(job_exit(after_srun(run_dir, argv[1], code), code), flush=True)
+    run = task_home(argv[0], argv[1])  # a sweep's array task: its member's run folder
+    print(job_exit(after_srun(run, argv[1], code), code), flush=True)
     return 0
 
 

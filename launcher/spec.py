@@ -1,4 +1,4 @@
-"""Job spec → submitit executor: parameters, the Python command (container), pre-submit checks, `--dry-run`.
+"""Job spec → submitit: executor parameters, the Python command (container), the sbatch script of `--dry-run`.
 
 The job spec is the `slurm` and `container` sections of the one config tree (`lit.config`).
 Everything submitit writes (sbatch script, pickles, per-task logs) goes to `RUN_DIR/slurm`.
@@ -6,32 +6,20 @@ Everything submitit writes (sbatch script, pickles, per-task logs) goes to `RUN_
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from launcher.submitit_api import SlurmExecutor, sbatch_text
 from lit.config import Config
-from lit.configlib import ConfigError
-from lit.doctor import Check, job_checks, ok, run_checks
 
 SUBMITIT_DIR = "slurm"
 """Sub-folder of the run directory that submitit owns."""
 KILL_ON_BAD_EXIT = "--kill-on-bad-exit=1"
 """srun option: when one rank dies the others are stopped instead of hanging in a collective."""
 PORT_RANGE = (20000, 60000)
-
-
-class PreflightFailed(RuntimeError):
-    """`lit doctor` found a failing check before submission; `checks` holds the report."""
-
-    def __init__(self, checks: list[Check]) -> None:
-        failed = [c for c in checks if c.status == "fail"]
-        super().__init__("; ".join(f"{c.name}: {c.detail}" for c in failed))
-        self.checks = checks
 
 
 def prepare(cfg: Config) -> Config:
@@ -147,30 +135,8 @@ def local_parameters(cfg: Config) -> dict[str, Any]:
     }
 
 
-def make_executor(cfg: Config, home: str | Path | None = None, after: str | None = None, array: bool = False) -> Any:
-    """submitit's SlurmExecutor or LocalExecutor, configured from the job spec.
-
-    `max_num_timeout` is `slurm.max_requeues`: submitit's own countdown of time-outs agrees with
-    the launcher's cap on requeues (which also counts preemptions, see `launcher.task`).
-    """
-    from launcher.submitit_api import LocalExecutor, SlurmExecutor
-
-    folder = submitit_folder(cfg, home)
-    if cfg.cluster == "slurm":
-        executor = SlurmExecutor(folder, max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
-        executor.update_parameters(**slurm_parameters(cfg, home, after, array))
-        return executor
-    if cfg.cluster == "local":
-        local = LocalExecutor(folder, max_num_timeout=cfg.slurm.max_requeues, python=python_command(cfg))
-        local.update_parameters(**local_parameters(cfg))
-        return local
-    raise ConfigError("", "cluster", f"{cfg.cluster!r} runs in this process and has no executor")
-
-
 def render_sbatch(cfg: Config, home: str | Path | None = None, after: str | None = None, array_size: int = 0) -> str:
     """The sbatch script submitit would submit for this job (needs no SLURM installation); `array_size`: a sweep's array."""
-    from launcher.submitit_api import SlurmExecutor, sbatch_text
-
     class _Preview(SlurmExecutor):
         @classmethod
         def affinity(cls) -> int:  # no `srun` needed to render
@@ -188,98 +154,7 @@ def task_command(cfg: Config) -> str:
     return f"{python_command(cfg)} -u -m submitit.core._submit {shlex.quote(str(submitit_folder(cfg)))}"
 
 
-@dataclass(frozen=True)
-class TaskLine:
-    """One task of the job as `--dry-run` shows it."""
-
-    rank: int
-    node: int
-    local_rank: int
-    device: str
-
-
-def task_layout(cfg: Config) -> list[TaskLine]:
-    per_node = cfg.slurm.ntasks_per_node if cfg.cluster == "slurm" else world_size(cfg)
-    nodes = cfg.slurm.nodes if cfg.cluster == "slurm" else 1
-    gpu = uses_gpus(cfg)
-    return [TaskLine(n * per_node + k, n, k, f"cuda:{k}" if gpu else "cpu") for n in range(nodes) for k in range(per_node)]
-
-
-def rendezvous_notes(cfg: Config) -> dict[str, str]:
-    """How the ranks meet, in words (for `--dry-run`)."""
-    backend = "nccl" if uses_gpus(cfg) else "gloo"
-    if cfg.cluster == "local":
-        where = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "a free port chosen at submission"}
-        ranks = "RANK/WORLD_SIZE/LOCAL_RANK from submitit's SUBMITIT_LOCAL_* variables"
-    else:
-        where = {
-            "MASTER_ADDR": "first host of the allocation (SLURM_JOB_NODELIST)",
-            "MASTER_PORT": f"derived from the job id, in {PORT_RANGE[0]}-{PORT_RANGE[1]} (the same after a requeue)",
-        }
-        ranks = "SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID"
-    return {**where, "ranks": ranks, "backend": backend, "world size": str(world_size(cfg))}
-
-
-# ---------------------------------------------------------------- pre-submit checks
-
-
-def doctor_in_task(cfg: Config) -> bool:
-    """Whether the first task of each node runs `lit doctor` before training (see `preflight`)."""
-    return cfg.cluster == "slurm" or bool(cfg.container.image)
-
-
-def check_container(cfg: Config) -> None:
-    """A configured image must exist now: a job that cannot start its tasks fails before submission."""
-    image = cfg.container.image
-    if not image:
-        return
-    path = Path(image).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            "", "container.image",
-            f"{image} does not exist (resolved: {path.resolve()}): build it with "
-            f"`{cfg.container.runtime} build {path.name} Singularity.def` (docs/container.md) or fix the path",
-        )
-
-
-def check_cluster(cfg: Config) -> None:
-    if cfg.cluster == "slurm":
-        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
-        if missing:
-            raise ConfigError("", "cluster", f"cluster is 'slurm' but {', '.join(missing)} is not on PATH: submit from a "
-                              "login node of the cluster, or set cluster=local to run on this machine")
-    if cfg.container.image and shutil.which(cfg.container.runtime) is None and cfg.cluster != "slurm":
-        raise ConfigError("", "container.runtime", f"{cfg.container.runtime} is not on PATH here; install it or "
-                          "set container.image= to run without the container")
-
-
-def preflight(cfg: Config) -> list[Check]:
-    """Checks run before submitting; raises ConfigError or PreflightFailed on a mistake.
-
-    Local and debug runs train on this machine: every `lit doctor` check applies now. SLURM jobs
-    without a container see the same file systems: the job's paths are checked now. Inside a
-    container paths may differ; there (and for the GPU checks on the nodes) the tasks run
-    `lit doctor` themselves before training (`doctor_in_task`).
-    """
-    check_container(cfg)
-    check_cluster(cfg)
-    preempt = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-    if preempt != "USR2":
-        raise ConfigError("environment", "SUBMITIT_PREEMPT_SIGNAL",
-                          f"is {preempt!r}: the trainer saves on USR2 and TERM only; unset it")
-    if cfg.container.image:
-        checks: list[Check] = []
-    elif cfg.cluster == "slurm":
-        checks = job_checks(cfg)
-    else:
-        checks = run_checks(cfg)
-    if not ok(checks):
-        raise PreflightFailed(checks)
-    return checks
-
-
 __all__ = [
-    "KILL_ON_BAD_EXIT", "PreflightFailed", "SUBMITIT_DIR", "TaskLine", "check_container", "container_binds", "doctor_in_task",
-    "local_parameters", "make_executor", "preflight", "prepare", "python_command", "render_sbatch",
-    "rendezvous_notes", "slurm_parameters", "submitit_folder", "task_command", "task_layout", "world_size",
+    "KILL_ON_BAD_EXIT", "PORT_RANGE", "SUBMITIT_DIR", "container_binds", "local_parameters", "prepare", "python_command",
+    "render_sbatch", "slurm_parameters", "submitit_folder", "task_command", "teardown_lines", "uses_gpus", "world_size",
 ]

@@ -9,21 +9,16 @@ config.yaml, attempts.jsonl, metrics.jsonl (start / stop / done lines) and submi
 from __future__ import annotations
 
 import socket
-import time
-from pathlib import Path
 from typing import Any
 
-from launcher import logger, runs
+from launcher import clusters, logger
 from launcher.retry import record_failure
+from launcher.rundir import RunDir
 from launcher.submitit_api import Checkpointable, DelayedSubmission, JobEnvironment
 from launcher.task import requeue, task_environment, wait_for_slurm
 from lit import signals, stages
 from lit.config import Config
-from lit.io import append_jsonl
-
-
-def _mark(home: Path, kind: str, **values: Any) -> None:
-    append_jsonl(home / "metrics.jsonl", {"type": kind, "step": 0, "time": round(time.time(), 3), **values})
+from lit.runlog import append_metric
 
 
 class StageTask(Checkpointable):
@@ -35,12 +30,12 @@ class StageTask(Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         env = task_environment(self.master_addr, self.master_port)
-        home = Path(self.home)
+        home = RunDir(self.home)
         if env.global_rank == 0:
-            record = runs.record_attempt(home, env.job_id, env.cluster, world_size=env.num_tasks, stage=self.stage)
-            logger.info("stage %s, attempt %d (job %s): previous stop: %s", self.stage, record["attempt"], env.job_id,
-                        record["last_stop"])
-            _mark(home, "start", stage=self.stage, host=socket.gethostname())
+            record = home.record_start(env.job_id, env.cluster, world_size=env.num_tasks, stage=self.stage)
+            logger.info("stage %s, attempt %d (job %s): previous stop: %s", self.stage, record.attempt, env.job_id,
+                        record.last_stop)
+            append_metric(home, "start", 0, stage=self.stage, host=socket.gethostname())
         signals.clear()
         previous = signals.install()
         try:
@@ -55,12 +50,12 @@ class StageTask(Checkpointable):
         signals.clear()
         if outcome != "stopped":
             if env.global_rank == 0:
-                _mark(home, "done", stage=self.stage, outcome=outcome)
+                append_metric(home, "done", 0, stage=self.stage, outcome=outcome)
             return {"status": "finished", "stage": self.stage, "rank": env.global_rank}
         saved = f"stage {self.stage}: complete shards"
         if env.global_rank == 0:
-            _mark(home, "stop", stage=self.stage, reason=reason)
-        if "SIGTERM" in reason and "SIGUSR2" not in reason and env.cluster == "slurm":
+            append_metric(home, "stop", 0, stage=self.stage, reason=reason)
+        if "SIGTERM" in reason and "SIGUSR2" not in reason and clusters.named(env.cluster).scheduled:
             wait_for_slurm(saved)  # a stage that exits 0 here would satisfy the next stage's afterok, unfinished
         elif env.global_rank == 0:
             requeue(env, home, self.cfg.slurm.max_requeues, saved, self.cfg.run_dir)
@@ -82,7 +77,7 @@ class StageTask(Checkpointable):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission | None:  # type: ignore[override]  # None: no requeue
         """Called by submitit before a requeue: resubmit unchanged (complete shards are on disk)."""
-        if runs.is_finished(runs.metrics(self.home)):
+        if RunDir(self.home).metrics().has_result():
             return None
         return DelayedSubmission(self)
 

@@ -1,22 +1,28 @@
-"""Submit, resume and cancel runs through submitit's executors; `debug` runs in this process."""
+"""Submit, resume and cancel runs through submitit's executors; `debug` runs in this process.
+
+`resume_config` is the one check of every resume, at submit time: a run's, a pipeline's training and
+each member of a sweep.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from os import PathLike
 from typing import Any
 
-from launcher import logger, runs
-from launcher.spec import make_executor, preflight, prepare, submitit_folder, world_size
+from launcher import clusters, logger
+from launcher.clusters import free_port
+from launcher.preflight import preflight
+from launcher.rundir import RunDir
+from launcher.spec import prepare, submitit_folder, world_size
 from launcher.task import Task
-from lit.config import Config, save_config, with_overrides
+from lit.config import Config, with_overrides
 from lit.configlib import ConfigError
 from lit.train.resume import schedule_changes
+from lit.train.run import run as train_here
 
 KEEP_ENV = ("SLURM_CONF",)
 DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
@@ -48,21 +54,14 @@ def clean_submit_env() -> Iterator[None]:
         os.environ.update(hidden)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def check_fresh(run_dir: str | Path) -> None:
+def check_fresh(run_dir: str | PathLike[str]) -> None:
     """`submit` starts new runs only: an existing one is continued with `resume`."""
-    run_dir = Path(run_dir)
-    step = runs.checkpoint_step(run_dir)
-    if step or runs.metrics(run_dir) or runs.current_job(run_dir):
+    run = RunDir(run_dir)
+    if run.holds_run():
         raise ConfigError(
             "", "run_dir",
-            f"{run_dir} already holds a run (newest checkpoint: step {step}): continue it with "
-            f"`python -m launcher resume {run_dir}`, or set run_dir to a new folder",
+            f"{run} already holds a run (newest checkpoint: step {run.checkpoint_step()}): continue it with "
+            f"`python -m launcher resume {run}`, or set run_dir to a new folder",
         )
 
 
@@ -73,83 +72,92 @@ def submit(cfg: Config, kind: str = "submit", fresh: bool = True) -> Submission:
     or spec.PreflightFailed with `lit doctor`'s checks.
     """
     cfg = prepare(cfg)
+    kind_of = clusters.of(cfg)
     if fresh:
         check_fresh(cfg.run_dir)
     preflight(cfg)
-    if cfg.cluster == "debug":
-        raise ConfigError("", "cluster", "debug runs in this process: use launcher.submit.run_debug")
-    save_config(cfg, Path(cfg.run_dir) / "config.yaml")
-    executor = make_executor(cfg)
-    task = Task(cfg, "127.0.0.1", free_port()) if cfg.cluster == "local" else Task(cfg)
+    if kind_of.in_process:
+        raise ConfigError("", "cluster", f"{cfg.cluster} runs in this process: use launcher.submit.run_debug")
+    run_dir = RunDir(cfg.run_dir)
+    run_dir.save_config(cfg)
+    executor = kind_of.executor(cfg)
     with clean_submit_env():
-        job = executor.submit(task)
-    runs.record_job(cfg.run_dir, kind, job.job_id, cfg.cluster, folder=str(submitit_folder(cfg)))
+        job = executor.submit(Task(cfg, *kind_of.address()))
+    run_dir.record_job(kind, job.job_id, cfg.cluster, folder=str(submitit_folder(cfg)))
     logger.info("%s: job %s (%s) for run %s", kind, job.job_id, cfg.cluster, cfg.run_dir)
     return Submission(str(job.job_id), cfg.cluster, cfg.run_dir, job)
 
 
 def run_debug(cfg: Config, fresh: bool = True) -> int:
     """Train in this process (one rank, no submitit): returns run()'s exit code (0 or 75)."""
-    from lit.train.run import run
-
     cfg = prepare(cfg)
     if fresh:
         check_fresh(cfg.run_dir)
     preflight(cfg)
-    save_config(cfg, Path(cfg.run_dir) / "config.yaml")
+    run_dir = RunDir(cfg.run_dir)
+    run_dir.save_config(cfg)
     job_id = f"debug-{os.getpid()}"
-    runs.record_job(cfg.run_dir, "submit" if fresh else "resume", job_id, "debug")
-    runs.record_attempt(cfg.run_dir, job_id, "debug", world_size=1)
+    run_dir.record_job("submit" if fresh else "resume", job_id, cfg.cluster)
+    run_dir.record_start(job_id, cfg.cluster, world_size=1)
     with clean_submit_env():
-        return run(cfg)
+        return train_here(cfg)
 
 
-def resume_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """The run's saved config with overrides; refuses while its job is queued or running."""
-    saved = runs.load_run_config(run_dir)
+def schedule_changes_of(saved: Config, cfg: Config) -> list[str]:
+    """How `cfg` changes the schedule or data order of a run saved as `saved` (`key: old → new`)."""
+    return schedule_changes(saved, cfg, world_size(saved), world_size(cfg))
+
+
+def resume_config(run_dir: str | PathLike[str], overrides: Sequence[str] = (), *, result_ok: bool = False) -> Config:
+    """The run's saved config with overrides, checked as every resume is checked, at submit time.
+
+    Refused: a change of the schedule or the data order in the middle of the run (the `key: old → new`
+    list; `train.allow_schedule_change=true` makes it on purpose), a run whose job is still queued or
+    running, and a run that has its result (finished or diverged) resumed without overrides, unless
+    `result_ok` (a pipeline whose training is done but a later stage is not).
+    """
+    run = RunDir(run_dir)
+    saved = run.config()
     cfg = with_overrides(saved, overrides) if overrides else saved
-    changes = schedule_changes(saved, cfg, world_size(saved), world_size(cfg))
-    if changes and not cfg.train.allow_schedule_change and runs.checkpoint_step(run_dir):
+    changes = schedule_changes_of(saved, cfg)
+    if changes and not cfg.train.allow_schedule_change and run.checkpoint_step():
         raise ConfigError("command line", "train.allow_schedule_change",
                           "these overrides change the schedule or the data order in the middle of the run: " + "; ".join(changes)
                           + ". Drop them, or add train.allow_schedule_change=true to change it on purpose")
-    job = runs.current_job(run_dir)
-    state = runs.job_state(job)
-    if job is not None and runs.is_active(state):
-        raise ConfigError(str(run_dir), "run_dir", f"job {job['job_id']} of this run is {state}: "
-                          f"wait for it or `python -m launcher cancel {run_dir}` first")
-    if runs.is_finished(runs.metrics(run_dir)) and not overrides:
-        raise ConfigError(str(run_dir), "run_dir", "the run is finished; to train longer, resume with overrides "
-                          "such as train.epochs=N train.allow_schedule_change=true")
+    job = run.current_job()
+    state = clusters.named(job.cluster).state(job.job_id) if job else "NONE"
+    if job is not None and clusters.is_active(state):
+        raise ConfigError(str(run), "run_dir", f"job {job.job_id} of this run is {state}: "
+                          f"wait for it or `python -m launcher cancel {run}` first")
+    result = run.metrics().result_text()
+    if result and not overrides and not result_ok:
+        raise ConfigError(str(run), "run_dir", f"the run has its result ({result}); to train longer, resume with "
+                          "overrides such as train.epochs=N train.allow_schedule_change=true")
     return cfg
 
 
-def resume(run_dir: str | Path, overrides: Sequence[str] = ()) -> Submission:
+def resume(run_dir: str | PathLike[str], overrides: Sequence[str] = ()) -> Submission:
     """Resubmit a stopped, failed or cancelled run: it continues from its newest checkpoint."""
     return submit(resume_config(run_dir, overrides), kind="resume", fresh=False)
 
 
-def cancel(run_dir: str | Path) -> str:
+def cancel(run_dir: str | PathLike[str]) -> str:
     """Cancel the run's current job (`scancel`, or SIGTERM to a local controller); returns its id.
 
     The tasks get SIGTERM first: a step boundary reached in time still saves a checkpoint.
     """
-    job = runs.current_job(run_dir)
+    run = RunDir(run_dir)
+    job = run.current_job()
     if job is None:
-        raise ConfigError(str(run_dir), "run_dir", "no job was submitted from this run directory")
-    state = runs.job_state(job)
-    if not runs.is_active(state):
-        raise ConfigError(str(run_dir), "run_dir", f"job {job['job_id']} is {state}: nothing to cancel")
-    if job["cluster"] == "slurm":
-        import subprocess
-
-        out = subprocess.run(["scancel", job["job_id"]], capture_output=True, text=True, timeout=60)
-        if out.returncode != 0:
-            raise RuntimeError(f"scancel {job['job_id']} failed: {out.stderr.strip()}")
-    else:
-        os.kill(int(job["job_id"]), signal.SIGTERM)  # submitit's local controller forwards it to the tasks
-    runs.record_job(run_dir, "cancel", job["job_id"], job["cluster"])
-    return str(job["job_id"])
+        raise ConfigError(str(run), "run_dir", "no job was submitted from this run directory")
+    kind = clusters.named(job.cluster)
+    state = kind.state(job.job_id)
+    if not clusters.is_active(state):
+        raise ConfigError(str(run), "run_dir", f"job {job.job_id} is {state}: nothing to cancel")
+    kind.cancel([job.job_id])
+    run.record_job("cancel", job.job_id, job.cluster)
+    return job.job_id
 
 
-__all__ = ["Submission", "cancel", "check_fresh", "clean_submit_env", "resume", "resume_config", "run_debug", "submit"]
+__all__ = ["Submission", "cancel", "check_fresh", "clean_submit_env", "free_port", "resume", "resume_config", "run_debug",
+           "schedule_changes_of", "submit"]

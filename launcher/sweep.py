@@ -22,59 +22,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from launcher import logger, pipeline, runs
-from launcher.spec import make_executor, prepare, render_sbatch
-from launcher.submit import check_fresh, clean_submit_env
-from launcher.sweep_spec import Member, SweepSpec, resolve
+from launcher import clusters, logger, pipeline
+from launcher.local import run_local
+from launcher.report import member_ended
+from launcher.rundir import RunDir
+from launcher.spec import prepare, render_sbatch
+from launcher.submit import cancel as cancel_run
+from launcher.submit import check_fresh, clean_submit_env, resume_config
+from launcher.sweep_spec import Member, MemberSpec, SweepSpec, resolve
+from launcher.sweepdir import SWEEP, SweepDir
+from launcher.task import Task
 from lit import stages
-from lit.config import Config, save_config
+from lit.config import Config
 from lit.configlib import ConfigError, to_dict
-from lit.io import append_jsonl, read_jsonl, write_json
 
-SWEEP = "sweep.json"
-SUBMISSIONS = "submissions.jsonl"
-"""The sweep folder's record of each submission, resume and cancel (members → array task ids, shared stages)."""
 PREP_STAGES = ("shards", "embed")
 TOWER_KEYS = ("image_weights", "image_pretrained", "lock_image", "unlocked_groups", "freeze_bn_stats")
 SHARED_SECTIONS = ("slurm", "container", "cluster")
 """What one array job shares: its sbatch script (resources) and the way Python starts."""
-
-
-# ---------------------------------------------------------------- reading a sweep folder
-
-
-def is_sweep(path: str | Path) -> bool:
-    return (Path(path) / SWEEP).is_file()
-
-
-def read(sweep_dir: str | Path) -> dict[str, Any]:
-    path = Path(sweep_dir) / SWEEP
-    if not path.is_file():
-        raise ConfigError(str(sweep_dir), "sweep_dir", f"not a sweep folder: it has no {SWEEP} (start one with `python -m launcher sweep`)")
-    return dict(json.loads(path.read_text()))
-
-
-def member_dirs(sweep_dir: str | Path) -> dict[str, Path]:
-    return {m["name"]: Path(m["run_dir"]) for m in read(sweep_dir)["members"]}
-
-
-def member_dir(path: str | Path, job_id: str) -> Path:
-    """The run folder of array task `job_id` (`ARRAY_TASK`) of the sweep in `path`; `path` itself when it is a run."""
-    if not is_sweep(path) or "_" not in str(job_id):
-        return Path(path)
-    for s in read_jsonl(Path(path) / SUBMISSIONS):
-        for name, jid in s.get("members", {}).items():
-            if jid == str(job_id):
-                return member_dirs(path)[name]
-    raise ConfigError(str(path), "job_id", f"array task {job_id} is not a member of this sweep")
-
-
-def sweep_of(run_dir: str | Path) -> Path | None:
-    """The sweep folder a member's run folder belongs to, or None."""
-    parent = Path(run_dir).resolve().parent
-    if is_sweep(parent) and Path(run_dir).resolve() in [p.resolve() for p in member_dirs(parent).values()]:
-        return parent
-    return None
 
 
 # ---------------------------------------------------------------- shared stages
@@ -119,17 +84,17 @@ def prep_groups(members: list[Member]) -> dict[str, list[tuple[str, Config]]]:
     return groups
 
 
-def _prep_cfg(cfg: Config, sweep_dir: Path, group: str) -> Config:
-    return replace(cfg, name=f"{cfg.name.rsplit('-', 1)[0]}-{group}", run_dir=str(sweep_dir / "prep" / group))
+def _prep_cfg(cfg: Config, sweep: SweepDir, group: str) -> Config:
+    return replace(cfg, name=f"{cfg.name.rsplit('-', 1)[0]}-{group}", run_dir=str(sweep.prep(group)))
 
 
-def submit_prep(members: list[Member], sweep_dir: Path, kind: str) -> list[dict[str, Any]]:
+def submit_prep(members: list[Member], sweep: SweepDir, kind: str) -> list[dict[str, Any]]:
     """Submit the shards and embed stages the members need and lack (embed after its shards); the chain."""
     groups = prep_groups(members)
     chain: list[dict[str, Any]] = []
     shards_job: dict[str, str | None] = {}
     for group, cfg in groups["shards"]:
-        entry = pipeline.submit_chain(_prep_cfg(cfg, sweep_dir, group), [("shards", stages.state(cfg, "shards"))], kind)[0]
+        entry = pipeline.submit_chain(_prep_cfg(cfg, sweep, group), [("shards", stages.state(cfg, "shards"))], kind)[0]
         shards_job[cfg.data.train_shards] = entry["job_id"]
         chain.append({**entry, "group": group})
     for group, cfg in groups["embed"]:
@@ -137,7 +102,7 @@ def submit_prep(members: list[Member], sweep_dir: Path, kind: str) -> list[dict[
         state = stages.state(cfg, "embed")
         if after and state.complete:
             state = stages.StageState(False, f"runs after its shards stage ({state.detail})")
-        entry = pipeline.submit_chain(_prep_cfg(cfg, sweep_dir, group), [("embed", state)], kind, after=after)[0]
+        entry = pipeline.submit_chain(_prep_cfg(cfg, sweep, group), [("embed", state)], kind, after=after)[0]
         chain.append({**entry, "group": group})
     return chain
 
@@ -176,9 +141,9 @@ def check_shared(members: list[Member]) -> None:
                                   "share their resources; sweep these keys in separate sweeps")
 
 
-def _write_sweep(spec: SweepSpec, sweep_dir: Path, members: list[Member], source: str) -> None:
-    old = {m["name"]: m for m in read(sweep_dir)["members"]} if is_sweep(sweep_dir) else {}
-    write_json(sweep_dir / SWEEP, {
+def _write_sweep(spec: SweepSpec, sweep: SweepDir, members: list[Member], source: str) -> None:
+    old = {m["name"]: m for m in sweep.read()["members"]} if SweepDir.is_sweep(sweep.path) else {}
+    sweep.write({
         "format_version": 1, "name": spec.name, "job": str(Path(spec.job).resolve()), "source": source, "paper": spec.paper,
         "overrides": list(spec.overrides), "grid": {k: list(v) for k, v in spec.grid.items()},
         "members": [{"name": m.name, "overrides": list(m.overrides), "run_dir": m.cfg.run_dir,
@@ -187,21 +152,15 @@ def _write_sweep(spec: SweepSpec, sweep_dir: Path, members: list[Member], source
     })
 
 
-def _record_members(sweep_dir: Path, ids: dict[str, str], array_index: dict[str, int]) -> None:
-    data = read(sweep_dir)
-    for m in data["members"]:
-        if m["name"] in ids:
-            m["job_id"], m["array_index"] = ids[m["name"]], array_index[m["name"]]
-    write_json(sweep_dir / SWEEP, data)
-
-
 def submit(spec: SweepSpec, source: str, kind: str = "submit", only: list[str] | None = None) -> dict[str, Any]:
     """Submit the sweep (or the members `only`): shared stages, then the array; returns the submission record."""
     sweep_dir, members = resolve(spec, source)
+    sweep = SweepDir(sweep_dir)
     members = [replace(m, cfg=prepare(m.cfg)) for m in members]
     chosen = [m for m in members if only is None or m.name in only]
+    cluster = clusters.of(chosen[0].cfg)
     if kind == "submit":
-        if is_sweep(sweep_dir):
+        if SweepDir.is_sweep(sweep_dir):
             raise ConfigError(str(sweep_dir), "sweep_dir", f"{sweep_dir} holds a sweep already: continue it with "
                               f"`python -m launcher resume {sweep_dir}`, or give the sweep another name or sweep_dir")
         for m in chosen:
@@ -209,37 +168,33 @@ def submit(spec: SweepSpec, source: str, kind: str = "submit", only: list[str] |
     check_shared(chosen)
     for m in chosen:
         pipeline.checks(m.cfg, list(PREP_STAGES))
+    if not (cluster.scheduled or cluster.follows):
+        raise ConfigError(source, "cluster", f"a sweep runs on cluster slurm or local, not {cluster.name!r}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    _write_sweep(spec, sweep_dir, members, source)
-    if chosen[0].cfg.cluster == "local":
-        return run_local_members(sweep_dir, chosen, kind)
-    if chosen[0].cfg.cluster != "slurm":
-        raise ConfigError(source, "cluster", f"a sweep runs on cluster slurm or local, not {chosen[0].cfg.cluster!r}")
-    from launcher.task import Task
-
-    prep = submit_prep(chosen, sweep_dir, kind)
+    _write_sweep(spec, sweep, members, source)
+    if cluster.follows:
+        return run_local_members(sweep, chosen, kind)
+    prep = submit_prep(chosen, sweep, kind)
     after = ":".join(e["job_id"] for e in prep if e["job_id"]) or None
     for m in chosen:
-        save_config(m.cfg, Path(m.cfg.run_dir) / "config.yaml")
-    executor = make_executor(chosen[0].cfg, sweep_dir, after, array=True)
+        RunDir(m.cfg.run_dir).save_config(m.cfg)
+    executor = cluster.executor(chosen[0].cfg, sweep_dir, after, array=True)
     executor.update_parameters(job_name=spec.name)
     with clean_submit_env():
         with executor.batch():
             jobs = [executor.submit(Task(m.cfg)) for m in chosen]
     ids = {m.name: str(j.job_id) for m, j in zip(chosen, jobs)}
     for m in chosen:
-        runs.record_job(m.cfg.run_dir, kind, ids[m.name], "slurm", folder=str(sweep_dir / "slurm"), sweep=str(sweep_dir))
-    _record_members(sweep_dir, ids, {m.name: i for i, m in enumerate(chosen)})
+        RunDir(m.cfg.run_dir).record_job(kind, ids[m.name], cluster.name, folder=str(sweep.submitit_folder), sweep=str(sweep_dir))
+    sweep.record_members(ids, {m.name: i for i, m in enumerate(chosen)})
     record = {"type": kind, "time": round(time.time(), 3), "members": ids, "prep": prep, "after": after, "sweep_dir": str(sweep_dir)}
-    append_jsonl(sweep_dir / SUBMISSIONS, record)
+    sweep.record_submission(record)
     logger.info("%s: sweep %s is array %s (%d members)", kind, spec.name, next(iter(ids.values())).split("_")[0], len(ids))
     return record
 
 
-def run_local_members(sweep_dir: Path, members: list[Member], kind: str) -> dict[str, Any]:
+def run_local_members(sweep: SweepDir, members: list[Member], kind: str) -> dict[str, Any]:
     """Local sweeps: prep here, then each member through the local executor (array_parallelism at once)."""
-    from launcher.local import run_local
-
     run_prep_here(members)
     parallel = max(1, members[0].cfg.slurm.array_parallelism)
 
@@ -249,9 +204,10 @@ def run_local_members(sweep_dir: Path, members: list[Member], kind: str) -> dict
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         ids = dict(pool.map(one, members))
-    _record_members(sweep_dir, ids, {m.name: m.index for m in members})
-    record = {"type": kind, "time": round(time.time(), 3), "members": ids, "prep": [], "cluster": "local", "sweep_dir": str(sweep_dir)}
-    append_jsonl(sweep_dir / SUBMISSIONS, record)
+    sweep.record_members(ids, {m.name: m.index for m in members})
+    record = {"type": kind, "time": round(time.time(), 3), "members": ids, "prep": [], "cluster": members[0].cfg.cluster,
+              "sweep_dir": str(sweep.path)}
+    sweep.record_submission(record)
     member_ended(members[-1].cfg.run_dir)
     return record
 
@@ -270,7 +226,7 @@ def dry_run_text(spec: SweepSpec, source: str) -> str:
             state = stages.state(cfg, stage)
             lines.append(f"## shared stage {stage} ({group}): {'skipped, ' if state.complete else ''}{state.detail}")
     cfg = members[0].cfg
-    if cfg.cluster == "slurm":
+    if clusters.of(cfg).scheduled:
         parallel = cfg.slurm.array_parallelism or len(members)
         lines.append(f"## job array of {len(members)} tasks, {min(parallel, len(members))} at once"
                      + (" (after the shared stages succeed)" if any(groups.values()) else ""))
@@ -282,97 +238,74 @@ def dry_run_text(spec: SweepSpec, source: str) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- status, cancel, resume
+# ---------------------------------------------------------------- cancel, resume
 
 
-def status(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per member: job, state, outcome, step, last zero-shot top-1, why it stopped."""
-    rows = []
-    for name, run_dir in member_dirs(sweep_dir).items():
-        row: dict[str, Any] = {"member": name, "run_dir": str(run_dir)}
-        if not (run_dir / "config.yaml").is_file():
-            row.update(job_id=None, state="NOT SUBMITTED", outcome="", step=0, total_steps=None, top1=None, last_stop="")
-        else:
-            s = runs.run_status(run_dir)
-            row.update(job_id=s["job_id"], state=s["state"], outcome=s["outcome"], step=s["step"], total_steps=s["total_steps"],
-                       top1=s["last_eval"].get("top1"), last_stop=s["last_stop"], attempts=s["attempt"])
-        rows.append(row)
-    return rows
+def todo(sweep: SweepDir) -> list[str]:
+    """The members that have no result yet (finished and diverged ones have theirs)."""
+    return [name for name, run in sweep.members().items() if run.outcome() == ""]
 
 
-def _active_ids(sweep_dir: Path) -> list[str]:
-    ids = [r["job_id"] for r in status(sweep_dir) if r["job_id"] and runs.is_active(r["state"])]
-    for sub in read_jsonl(sweep_dir / SUBMISSIONS):
-        ids += [e["job_id"] for e in sub.get("prep", []) if e.get("job_id") and runs.is_active(runs.slurm_state(e["job_id"]))]
-    return ids
+def _member_jobs(sweep: SweepDir) -> dict[str, str]:
+    """Each member's job that is still queued or running (member → job id)."""
+    found = {}
+    for name, run in sweep.members().items():
+        job = run.current_job()
+        if job is not None and clusters.is_active(clusters.named(job.cluster).state(job.job_id)):
+            found[name] = job.job_id
+    return found
+
+
+def _prep_jobs(sweep: SweepDir) -> dict[str, RunDir]:
+    """The shared stages' jobs that are still queued or running (job id → the stage's home)."""
+    found = {}
+    for entry in [e for sub in sweep.submissions() for e in sub.get("prep", []) if e.get("job_id")]:
+        home = sweep.prep(entry["group"]).stage(entry["stage"])
+        job = home.current_job()
+        if job is not None and job.job_id == entry["job_id"] and clusters.is_active(clusters.named(job.cluster).state(job.job_id)):
+            found[job.job_id] = home
+    return found
 
 
 def cancel(sweep_dir: str | Path) -> list[str]:
     """Cancel every queued or running member and shared stage of the sweep; their ids."""
-    from launcher.submit import cancel as cancel_run
-
-    sweep_dir = Path(sweep_dir)
-    ids = []
-    for row in status(sweep_dir):
-        if row["job_id"] and runs.is_active(row["state"]):
-            ids.append(cancel_run(row["run_dir"]))  # scancel ARRAY_TASK, or TERM to a local controller
-    prep = [i for i in _active_ids(sweep_dir) if i not in ids]
-    if prep:
-        import subprocess
-
-        subprocess.run(["scancel", *prep], check=True, capture_output=True, timeout=60)
-        ids += prep
-    append_jsonl(sweep_dir / SUBMISSIONS, {"type": "cancel", "time": round(time.time(), 3), "job_ids": ids})
+    sweep = SweepDir(sweep_dir)
+    ids = [cancel_run(sweep.members()[name]) for name in _member_jobs(sweep)]  # scancel ARRAY_TASK, or TERM to a controller
+    ids += [cancel_run(home) for job_id, home in _prep_jobs(sweep).items() if job_id not in ids]
+    sweep.record_cancel(ids)
     return ids
 
 
-def spec_of(sweep_dir: str | Path) -> SweepSpec:
-    from launcher.sweep_spec import MemberSpec
-
-    data = read(sweep_dir)
-    return SweepSpec(job=data["job"], name=data["name"], sweep_dir=str(sweep_dir), overrides=tuple(data["overrides"]),
+def spec_of(sweep: SweepDir) -> SweepSpec:
+    data = sweep.read()
+    return SweepSpec(job=data["job"], name=data["name"], sweep_dir=str(sweep.path), overrides=tuple(data["overrides"]),
                      members=tuple(MemberSpec(m["name"], tuple(m["overrides"])) for m in data["members"]),
                      paper=data.get("paper", ""))
 
 
 def resume(sweep_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Submit again the members that have no result yet (finished and diverged ones stay), as a new array."""
-    sweep_dir = Path(sweep_dir).resolve()
-    active = _active_ids(sweep_dir)
+    """Submit again the members that have no result yet (finished and diverged ones stay), as a new array.
+
+    Checked at submit time as every resume is (`launcher.submit.resume_config`, for each member).
+    """
+    sweep = SweepDir(Path(sweep_dir).resolve())
+    active = [*_member_jobs(sweep).values(), *_prep_jobs(sweep)]
     if active:
-        raise ConfigError(str(sweep_dir), "sweep_dir", f"jobs {', '.join(active)} of this sweep are still queued or running: "
-                          f"wait for them or `python -m launcher cancel {sweep_dir}` first")
-    spec = spec_of(sweep_dir)
+        raise ConfigError(str(sweep), "sweep_dir", f"jobs {', '.join(active)} of this sweep are still queued or running: "
+                          f"wait for them or `python -m launcher cancel {sweep}` first")
+    spec = spec_of(sweep)
     if overrides:
         spec = replace(spec, overrides=spec.overrides + tuple(overrides))
-    todo = [r["member"] for r in status(sweep_dir) if r["outcome"] == ""]
-    if not todo:
-        raise ConfigError(str(sweep_dir), "sweep_dir", "every member has its result: nothing to resume "
-                          f"(`python -m launcher report {sweep_dir}` shows them)")
-    _check_resumable(sweep_dir, todo, overrides or [])
-    return submit(spec, str(sweep_dir / SWEEP), kind="resume", only=todo)
-
-
-def _check_resumable(sweep_dir: Path, names: list[str], overrides: list[str]) -> None:
-    from launcher.submit import resume_config
-
-    dirs = member_dirs(sweep_dir)
+    names = todo(sweep)
+    if not names:
+        raise ConfigError(str(sweep), "sweep_dir", "every member has its result: nothing to resume "
+                          f"(`python -m launcher report {sweep}` shows them)")
+    runs = sweep.members()
     for name in names:
-        if (dirs[name] / "config.yaml").is_file():
-            resume_config(dirs[name], overrides)  # refuses schedule changes mid-run unless allowed
+        if runs[name].has_config():
+            resume_config(runs[name], overrides or ())  # refuses schedule changes mid-run unless allowed
+    return submit(spec, str(sweep.path / SWEEP), kind="resume", only=names)
 
 
-def member_ended(run_dir: str | Path) -> Path | None:
-    """After a member ends: when every member of its sweep has its result, write the report; its path."""
-    sweep_dir = sweep_of(run_dir)
-    if sweep_dir is None:
-        return None
-    if any(r["outcome"] == "" for r in status(sweep_dir)):
-        return None
-    from launcher.report import write_report
-
-    return write_report(sweep_dir)
-
-
-__all__ = ["SWEEP", "cancel", "dry_run_text", "is_sweep", "member_dir", "member_dirs", "member_ended", "read",
-           "resume", "status", "submit", "sweep_of", "tower_key"]
+__all__ = ["PREP_STAGES", "cancel", "check_shared", "dry_run_text", "prep_groups", "resume", "run_local_members", "shards_key",
+           "spec_of", "submit", "submit_prep", "todo", "tower_key"]

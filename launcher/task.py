@@ -23,17 +23,21 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from launcher import boot, logger, runs
+from launcher import boot, clusters, logger
+from launcher.preflight import PreflightFailed
+from launcher.report import member_ended
 from launcher.retry import record_failure
-from launcher.spec import PORT_RANGE, PreflightFailed, doctor_in_task
+from launcher.rundir import RunDir
+from launcher.spec import PORT_RANGE
 from launcher.submitit_api import Checkpointable, DelayedSubmission, JobEnvironment, preempt_signal, submitit_handler_installed
 from lit import checkpoint, signals
+from lit.checklist import ok, report
 from lit.config import Config
 from lit.configlib import ConfigError
+from lit.doctor import run_checks
 from lit.log import console, setup_logging
 from lit.train.resume import schedule_changes
 from lit.train.run import EXIT_DIVERGED, EXIT_OK, run
@@ -85,7 +89,7 @@ def _scrub_slurm_env() -> None:
 def task_environment(master_addr: str | None, master_port: int | None) -> JobEnvironment:
     """submitit's view of this task, with the rendezvous variables set and logging for its rank."""
     env = JobEnvironment()
-    if env.cluster != "slurm":
+    if not clusters.named(env.cluster).scheduled:
         _scrub_slurm_env()
     os.environ.update(rendezvous_env(env, master_addr, master_port))
     setup_logging(rank=env.global_rank)
@@ -100,9 +104,9 @@ def wait_for_slurm(saved: str) -> None:
         time.sleep(1.0)
 
 
-def requeue(env: JobEnvironment, home: str | Path, max_requeues: int, saved: str, run_dir: str) -> None:
+def requeue(env: JobEnvironment, home: RunDir, max_requeues: int, saved: str, run_dir: str) -> None:
     """Hand over to submitit's own handler: count, checkpoint(), requeue, exit (`home`: where the job's attempts are)."""
-    done = runs.requeues_of(home, env.job_id)
+    done = home.attempts().requeues_of(env.job_id)
     if done >= max_requeues:
         signal.signal(preempt_signal(env), _ignore)
         raise RequeueLimitReached(
@@ -125,6 +129,11 @@ class Task(Checkpointable):
         self.master_addr = master_addr
         self.master_port = master_port
 
+    @property
+    def folder(self) -> RunDir:
+        """The run folder (read anew at each use: other ranks and attempts write to it)."""
+        return RunDir(self.cfg.run_dir)
+
     def __call__(self) -> dict[str, Any]:
         env = task_environment(self.master_addr, self.master_port)
         if preempt_signal(env) in boot.EARLY:  # the signal came while the task was loading: stop before training
@@ -132,31 +141,31 @@ class Task(Checkpointable):
             logger.warning("%s arrived before training started", preempt_signal(env).name)
             if env.global_rank == 0:
                 self._record_start(env)
-                self._requeue(env, runs.checkpoint_step(self.cfg.run_dir))
-            return {"status": "stopped", "rank": env.global_rank, "step": runs.checkpoint_step(self.cfg.run_dir),
+                self._requeue(env, self.folder.checkpoint_step())
+            return {"status": "stopped", "rank": env.global_rank, "step": self.folder.checkpoint_step(),
                     "reason": f"{preempt_signal(env).name} before training"}
         try:
             if env.global_rank == 0:
                 self._record_start(env)
-            if doctor_in_task(self.cfg) and env.local_rank == 0:
+            if clusters.of(self.cfg).doctor_in_task(self.cfg) and env.local_rank == 0:
                 self._doctor()
             signals.clear()
             code = run(self.cfg)
         except BaseException as err:
             self._quiet(env)  # a failing task is never requeued by submitit (launcher.retry decides after srun)
             if not isinstance(err, (SystemExit, KeyboardInterrupt)):
-                record_failure(self.cfg.run_dir, env.job_id, env.global_rank, err)
+                record_failure(self.folder, env.job_id, env.global_rank, err)
             raise
         reason = signals.reason()
         signals.clear()
-        step = runs.checkpoint_step(self.cfg.run_dir)
+        step = self.folder.checkpoint_step()
         if code == EXIT_DIVERGED:
             self._quiet(env)  # a result: the job ends well and never requeues (a sweep's other members go on)
             self._ended(env)
             return {"status": "diverged", "rank": env.global_rank, "step": step}
         if code == EXIT_OK:
             self._quiet(env)  # a finished run never requeues, whatever arrives now
-            done = not self.cfg.train.stop_at_step or runs.is_finished(runs.metrics(self.cfg.run_dir))
+            done = not self.cfg.train.stop_at_step or self.folder.metrics().has_result()
             if done:
                 self._ended(env)
             return {"status": "finished" if done else "stopped", "rank": env.global_rank, "step": step}
@@ -164,7 +173,7 @@ class Task(Checkpointable):
             raise RuntimeError(f"lit.train.run returned {code}, expected {EXIT_OK} or {signals.EXIT_PREEMPTED}")
         result = {"status": "stopped", "rank": env.global_rank, "step": step, "reason": reason}
         if "SIGTERM" in reason and "SIGUSR2" not in reason:
-            if env.cluster == "slurm":
+            if clusters.named(env.cluster).scheduled:
                 wait_for_slurm(f"checkpoint at step {step}")
             return result
         if env.global_rank == 0:
@@ -176,7 +185,7 @@ class Task(Checkpointable):
 
         None (no requeue) once the run is finished.
         """
-        if runs.is_finished(runs.metrics(self.cfg.run_dir)):
+        if self.folder.metrics().has_result():
             logger.info("the run is finished: no requeue")
             return None
         return DelayedSubmission(self)
@@ -187,13 +196,13 @@ class Task(Checkpointable):
         restart = os.environ.get("SLURM_RESTART_COUNT")
         changes = self._schedule_changes(env.num_tasks)
         extra = {"schedule_changes": changes, "schedule_change_allowed": self.cfg.train.allow_schedule_change} if changes else {}
-        record = runs.record_attempt(self.cfg.run_dir, env.job_id, env.cluster, world_size=env.num_tasks,
-                                     slurm_restart=int(restart) if restart else None, **extra)
-        logger.info("attempt %d (job %s, requeue %d): starts at step %d; previous stop: %s", record["attempt"],
-                    env.job_id, record["requeue"], record["start_step"], record["last_stop"])
-        if record["requeue"] > self.cfg.slurm.max_requeues:
+        record = self.folder.record_start(env.job_id, env.cluster, world_size=env.num_tasks,
+                                       slurm_restart=int(restart) if restart else None, **extra)
+        logger.info("attempt %d (job %s, requeue %d): starts at step %d; previous stop: %s", record.attempt,
+                    env.job_id, record.requeue, record.start_step, record.last_stop)
+        if record.requeue > self.cfg.slurm.max_requeues:
             raise RequeueLimitReached(
-                f"job {env.job_id} was requeued {record['requeue']} times, more than slurm.max_requeues="
+                f"job {env.job_id} was requeued {record.requeue} times, more than slurm.max_requeues="
                 f"{self.cfg.slurm.max_requeues}: stopping. Continue with `python -m launcher resume {self.cfg.run_dir}`")
 
     def _schedule_changes(self, world: int) -> list[str]:
@@ -209,24 +218,20 @@ class Task(Checkpointable):
         return schedule_changes(saved, self.cfg, int(state.get("world_size", world)), world)
 
     def _doctor(self) -> None:
-        from lit.doctor import ok, report, run_checks
-
         checks = run_checks(self.cfg)
         if not ok(checks):
             console.print(report(checks))
             raise DoctorFailed(f"lit doctor failed on {os.uname().nodename} before training: {PreflightFailed(checks)}")
 
     def _requeue(self, env: JobEnvironment, step: int) -> None:
-        requeue(env, self.cfg.run_dir, self.cfg.slurm.max_requeues, f"checkpoint at step {step}", self.cfg.run_dir)
+        requeue(env, self.folder, self.cfg.slurm.max_requeues, f"checkpoint at step {step}", self.cfg.run_dir)
 
     def _ended(self, env: JobEnvironment) -> None:
         """The run has its result: when it is a sweep's last member to end, rank 0 writes the sweep's report."""
         if env.global_rank != 0:
             return
-        from launcher import sweep
-
         try:
-            sweep.member_ended(self.cfg.run_dir)
+            member_ended(self.cfg.run_dir)
         except Exception as err:  # the run's own result stands; `python -m launcher report` can redo it
             logger.error("the sweep report could not be written: %s", err)
 

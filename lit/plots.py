@@ -9,21 +9,24 @@ from typing import Any
 
 import matplotlib
 
+from lit.runlog import MetricsLog, Train
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def training_curves(records: list[dict[str, Any]], out: str | Path, lrs: Sequence[float] = ()) -> Path:
-    """Loss per epoch and learning rate per step (the paper's Figure 3).
+def training_curves(records: MetricsLog | list[dict[str, Any]], out: str | Path, lrs: Sequence[float] = ()) -> Path:
+    """Loss per epoch and learning rate per step (the paper's Figure 3), from metrics.jsonl's records.
 
     `lrs` is the schedule at every step (it is a pure function of the step); without it the
     logged steps' rates are drawn.
     """
-    steps = [r for r in records if r.get("type") == "train"]
+    log = records if isinstance(records, MetricsLog) else MetricsLog.parse(records)
+    steps = log.of(Train)
     by_epoch: dict[int, list[float]] = defaultdict(list)
     for r in steps:
-        if r.get("loss") is not None:
-            by_epoch[int(r["epoch"])].append(float(r["loss"]))
+        if r.loss is not None:
+            by_epoch[r.epoch].append(r.loss)
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.8))
     epochs = sorted(by_epoch)
     ax_loss.plot([e + 1 for e in epochs], [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], marker="o")
@@ -33,7 +36,7 @@ def training_curves(records: list[dict[str, Any]], out: str | Path, lrs: Sequenc
     if lrs:
         ax_lr.plot(range(1, len(lrs) + 1), lrs)
     else:
-        ax_lr.plot([r["step"] for r in steps], [r["lr"] for r in steps])
+        ax_lr.plot([r.step for r in steps], [r.lr for r in steps])
     ax_lr.set_xlabel("step")
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_title("Learning rate per step")

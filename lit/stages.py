@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lit.config import STAGES, Config
-from lit.io import file_sha256, read_jsonl
+from lit.io import file_sha256
+from lit.runlog import MetricsLog
 
 EVAL_DIR = "eval/final"
 """Where the eval stage writes results.json and its plots, inside the run directory."""
@@ -77,10 +78,13 @@ def embed_state(cfg: Config) -> StageState:
 
 
 def train_state(cfg: Config) -> StageState:
-    records = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
-    starts = [i for i, r in enumerate(records) if r.get("type") == "start"]
-    if starts and any(r.get("type") == "done" for r in records[starts[-1]:]):
-        return StageState(True, f"trained to step {records[-1].get('step')}")
+    """Complete once the run has its result (`MetricsLog.outcome`): finished, or diverged (a result, not retrained)."""
+    log = MetricsLog.read(cfg.run_dir)
+    outcome = log.outcome()
+    if outcome == "finished":
+        return StageState(True, f"trained to step {log.records[-1].step}")
+    if outcome == "diverged":
+        return StageState(True, log.result_text())
     return StageState(False, "not finished")
 
 

@@ -1,12 +1,12 @@
-"""Metrics as JSON lines (one object per line), mirrored to TensorBoard scalars when asked."""
+"""Metrics as JSON lines (one object per line, made by `lit.runlog`), mirrored to TensorBoard scalars when asked."""
 
 from __future__ import annotations
 
 import json
-import math
-import time
 from pathlib import Path
 from typing import Any
+
+from lit.runlog import METRICS, metrics_line
 
 
 class MetricsWriter:
@@ -17,7 +17,7 @@ class MetricsWriter:
     """
 
     def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = False) -> None:
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS
         self.enabled = enabled
         self._tb = None
         if enabled:
@@ -30,12 +30,12 @@ class MetricsWriter:
     def write(self, kind: str, step: int, **values: Any) -> None:
         if not self.enabled:
             return
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
-        record = {"type": kind, "step": step, "time": round(time.time(), 3), **clean}
+        record = metrics_line(kind, step, **values)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is not None:
-            for k, v in clean.items():
+            for k in values:
+                v = record[k]
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(f"{kind}/{k}", v, step)
 

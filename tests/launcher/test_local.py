@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from launcher import runs
 from launcher.local import run_local
+from launcher.rundir import RunDir
+from launcher.status import run_status
 from launcher.submit import cancel, submit
-from lit.io import read_jsonl
+from lit.runlog import Start, Train
 from tests.conftest import tiny_config
 
 
 def trained(run_dir: str, step: int) -> bool:
-    return any(r["type"] == "train" and r["step"] >= step for r in runs.metrics(run_dir))
+    return any(r.step >= step for r in RunDir(run_dir).metrics().of(Train))
 
 
 @pytest.mark.slow  # about 40-70 s: two process starts per attempt on a small machine
@@ -29,24 +30,24 @@ def test_local_run_cancelled_resumed_preempted_finished(engine_data: dict, tmp_p
         time.sleep(0.1)
     assert cancel(cfg.run_dir) == job.job_id  # SIGTERM to the controller, which forwards it to the tasks
     job._process.wait(timeout=60)
-    cancelled_at = runs.checkpoint_step(cfg.run_dir)
-    assert 2 <= cancelled_at < 16 and not runs.is_finished(runs.metrics(cfg.run_dir))
-    assert runs.run_status(cfg.run_dir)["last_stop"].startswith("SIGTERM")
+    run = RunDir(cfg.run_dir)
+    cancelled_at = run.checkpoint_step()
+    assert 2 <= cancelled_at < 16 and run.outcome() == ""
+    assert run_status(run)["last_stop"].startswith("SIGTERM")
 
     summary = run_local(cfg, preempt_at_step=cancelled_at + 2, timeout_s=300, kind="resume")
     assert summary.error == "" and summary.returncode == 0
     assert summary.finished and summary.final_step == 16 and summary.attempts == 2 and summary.resumed
     assert summary.preempted_at is not None and cancelled_at + 2 <= summary.preempted_at < 16
     assert sorted(r["status"] for r in summary.results) == ["finished", "finished"]
-    records = runs.metrics(cfg.run_dir)
-    assert [r["step"] for r in records if r["type"] == "train"] == list(range(1, 17))  # no step twice, none skipped
-    starts = [r for r in records if r["type"] == "start"]
-    assert [s["world_size"] for s in starts] == [2, 2, 2]
-    assert [s["step"] for s in starts] == [0, cancelled_at, summary.preempted_at]
-    first, second, third = runs.attempts(cfg.run_dir)
-    assert second["job_id"] == third["job_id"] == summary.job_id != first["job_id"] and third["requeue"] == 1
-    assert second["last_stop"].startswith("SIGTERM") and third["last_stop"].startswith("SIGUSR2")
-    kinds = [j["type"] for j in read_jsonl(Path(cfg.run_dir) / runs.JOBS)]
-    assert kinds == ["submit", "cancel", "resume"]
-    status = runs.run_status(cfg.run_dir)
+    log = run.metrics()
+    assert [r.step for r in log.of(Train)] == list(range(1, 17))  # no step twice, none skipped
+    starts = log.of(Start)
+    assert [s.world_size for s in starts] == [2, 2, 2]
+    assert [s.step for s in starts] == [0, cancelled_at, summary.preempted_at]
+    first, second, third = run.attempts().starts
+    assert second.job_id == third.job_id == summary.job_id != first.job_id and third.requeue == 1
+    assert second.last_stop.startswith("SIGTERM") and third.last_stop.startswith("SIGUSR2")
+    assert [j.kind for j in run.jobs()] == ["submit", "cancel", "resume"]
+    status = run_status(run)
     assert status["finished"] and status["state"] == "ENDED" and status["attempt"] == 3

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from launcher import pipeline
+from launcher.rundir import RunDir
 from lit.config import CaptionConfig, ShardConfig, load_config
 from lit.configlib import ConfigError
 from lit.data.shards import build_shards
@@ -25,7 +26,8 @@ def test_each_stage_gets_its_resources_and_inherits_the_rest(tmp_path: Path) -> 
     assert (embed.nodes, embed.gpus_per_node, embed.ntasks_per_node, embed.constraint) == (2, 8, 8, "v100")  # the training allocation
     assert (ev.nodes, ev.gpus_per_node, ev.ntasks_per_node) == (1, 8, 8)
     assert pipeline.stage_config(cfg, "train") is cfg
-    assert pipeline.home(cfg, "train") == tmp_path and pipeline.home(cfg, "embed") == tmp_path / "stages" / "embed"
+    run = RunDir(cfg.run_dir)
+    assert run.stage("train") == run and run.stage("embed").path == tmp_path / "stages" / "embed"
 
 
 def test_complete_stages_are_skipped_until_one_runs(engine_data: dict, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import spec
+from launcher import clusters, preflight, spec
 from launcher.__main__ import main
 from lit.config import load_config, with_overrides
 from lit.configlib import ConfigError
@@ -58,7 +58,7 @@ def test_demo_job_is_the_embedded_default_with_two_local_processes() -> None:
 def test_small_slurm_cpu_job() -> None:
     cfg = load_config(JOBS / "slurm-cpu-toy.yaml")
     assert cfg.cluster == "slurm" and cfg.slurm.gpus_per_node == 0 and spec.world_size(cfg) == 2
-    assert not spec.uses_gpus(cfg) and spec.rendezvous_notes(cfg)["backend"] == "gloo"
+    assert not spec.uses_gpus(cfg) and clusters.of(cfg).rendezvous_notes(cfg)["backend"] == "gloo"
 
 
 def test_one_task_per_gpu_by_default() -> None:
@@ -90,11 +90,11 @@ def test_spec_mistakes_name_the_key(tmp_path: Path, text: str, key: str) -> None
 @pytest.mark.parametrize("text", ["slurm:\n  nodes: 0\n", "container:\n  image: /nowhere/lit.sif\n"])
 def test_submit_stops_before_submitting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str], text: str) -> None:
-    def no_executor(cfg: object) -> None:
+    def no_executor(*args: object, **kwargs: object) -> None:
         raise AssertionError("an executor was created")
 
-    monkeypatch.setattr(spec, "make_executor", no_executor)
-    monkeypatch.setattr("launcher.submit.make_executor", no_executor)
+    for kind in clusters.KINDS.values():
+        monkeypatch.setattr(kind, "executor", no_executor)
     run_dir = tmp_path / "run"
     job = write(tmp_path, f"cluster: slurm\nrun_dir: {run_dir}\n{text}")
     assert main(["submit", str(job)]) == 2
@@ -124,7 +124,7 @@ def test_python_runs_inside_the_container(tmp_path: Path) -> None:
     cmd = spec.python_command(cfg)
     assert cmd == (f"singularity exec --nv --bind /data/inat2021 --bind /scratch/a:/a --bind {run_dir} {image} "
                    "python -u -m launcher.boot")
-    spec.check_container(cfg)  # exists: no error
+    preflight.check_container(cfg)  # exists: no error
     covered = spec.prepare(with_overrides(cfg, [f"container.binds=[{tmp_path}]", "container.nv=false",
                                                  "container.runtime=apptainer"]))
     assert spec.python_command(covered) == f"apptainer exec --bind {tmp_path} {image} python -u -m launcher.boot"
@@ -213,7 +213,8 @@ def test_dry_run_applies_overrides_and_submits_nothing(tmp_path: Path, capsys: p
 
 def test_task_layout() -> None:
     cfg = load_config(PAPER[0])
-    layout = spec.task_layout(cfg)
+    layout = clusters.of(cfg).layout(cfg)
     assert len(layout) == 16 and layout[9].node == 1 and layout[9].local_rank == 1 and layout[9].device == "cuda:1"
-    local = spec.task_layout(load_config(JOBS / "demo.yaml"))
+    demo = load_config(JOBS / "demo.yaml")
+    local = clusters.of(demo).layout(demo)
     assert [(t.rank, t.node, t.device) for t in local] == [(0, 0, "cpu"), (1, 0, "cpu")]

@@ -9,6 +9,7 @@ import pytest
 
 from launcher import sweep
 from launcher.report import seed_groups
+from launcher.status import sweep_status
 from launcher.sweep_spec import MemberSpec, SweepSpec, expand, from_cli, load_spec, resolve, split_cli
 from lit.config import save_config
 from lit.configlib import ConfigError
@@ -89,7 +90,7 @@ def test_a_local_sweep_runs_each_member_reports_and_keeps_results(engine_data: d
     job = write_job(tmp_path, engine_data)
     assert main(["sweep", str(job), "train.lr=1e-3,1000000.0", "--sweep-dir", str(tmp_path / "sw"), "--paper", "warmup"]) == 0
     sweep_dir = tmp_path / "sw"
-    rows = {r["member"]: r for r in sweep.status(sweep_dir)}
+    rows = {r["member"]: r for r in sweep_status(sweep_dir)["members"]}
     assert {n: r["outcome"] for n, r in rows.items()} == {"lr-1e-3": "finished", "lr-1000000.0": "diverged"}
     report = json.loads((sweep_dir / "report.json").read_text())  # written when the last member ended
     members = {m["member"]: m for m in report["members"]}

@@ -22,8 +22,9 @@ from submitit.core.utils import DelayedSubmission, JobPaths
 from submitit.local.local import LocalJobEnvironment
 from submitit.slurm.slurm import SlurmJobEnvironment
 
-from launcher import boot, runs
+from launcher import boot
 from launcher import task as task_module
+from launcher.rundir import RunDir
 from launcher.task import DoctorFailed, RequeueLimitReached, Task, _ignore, master_port, rendezvous_env
 from lit import signals
 from lit.config import Config, load_config
@@ -116,8 +117,8 @@ def test_usr2_requeues_through_submitit(job_env: dict[str, Any], monkeypatch: py
     assert signal.getsignal(signal.SIGUSR2) is _ignore  # one requeue only
     assert os.environ["MASTER_ADDR"] == "127.0.0.1" and os.environ["MASTER_PORT"] == "23456"
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("0", "2", "0")
-    (attempt,) = runs.attempts(run_dir)
-    assert attempt["job_id"] == JOB and attempt["requeue"] == 0 and attempt["pid"] == os.getpid()
+    (attempt,) = RunDir(run_dir).attempts().starts
+    assert attempt.job_id == JOB and attempt.requeue == 0 and attempt.pid == os.getpid()
 
 
 def test_a_short_job_counts_a_timeout(job_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,20 +152,20 @@ def test_other_ranks_return_after_the_agreed_stop(job_env: dict[str, Any], monke
     monkeypatch.setattr(task_module, "run", fake_run(run_dir, signal.SIGUSR2, signals.EXIT_PREEMPTED))
     result = task()
     assert result["status"] == "stopped" and result["rank"] == 1 and "SIGUSR2" in result["reason"]
-    assert job_env["requeued"] == [] and runs.attempts(run_dir) == []  # rank 0 records the attempts
+    assert job_env["requeued"] == [] and RunDir(run_dir).attempts().starts == []  # rank 0 records the attempts
 
 
 def test_max_requeues_is_respected(job_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = job_env["run_dir"]
     for _ in range(2):  # two earlier starts of this job: this one is its 2nd requeue, the cap
-        runs.record_attempt(run_dir, JOB, "local")
+        RunDir(run_dir).record_start(JOB, "local")
     task = Task(config(run_dir), "127.0.0.1", 23456)
     submitted(task, job_env["folder"])
     monkeypatch.setattr(task_module, "run", fake_run(run_dir, signal.SIGUSR2, signals.EXIT_PREEMPTED))
     with pytest.raises(RequeueLimitReached, match="max_requeues=2"):
         task()
     assert job_env["requeued"] == [] and signal.getsignal(signal.SIGUSR2) is _ignore
-    runs.record_attempt(run_dir, JOB, "local")  # a requeue beyond the cap (by SLURM): refused at the start
+    RunDir(run_dir).record_start(JOB, "local")  # a requeue beyond the cap (by SLURM): refused at the start
     with pytest.raises(RequeueLimitReached, match="more than slurm.max_requeues"):
         task()
 
@@ -217,7 +218,7 @@ def test_a_signal_while_loading_requeues_without_training(job_env: dict[str, Any
     monkeypatch.setattr(task_module, "run", lambda cfg: pytest.fail("trained after an early signal"))
     with pytest.raises(SystemExit):
         task()
-    assert job_env["requeued"] == [2] and len(runs.attempts(run_dir)) == 1
+    assert job_env["requeued"] == [2] and len(RunDir(run_dir).attempts().starts) == 1
 
 
 def test_a_schedule_change_made_on_purpose_is_recorded_in_attempts(job_env: dict[str, Any]) -> None:
@@ -229,6 +230,6 @@ def test_a_schedule_change_made_on_purpose_is_recorded_in_attempts(job_env: dict
     checkpoint.save(run_dir, {"step": 4, "model": {}, "world_size": 2, "config": dump_config(before)}, keep_last=2)
     task = Task(config(run_dir, "train.warmup_steps=20", "train.lr=1e-3", "train.allow_schedule_change=true"))
     task._record_start(JobEnvironment())
-    (attempt,) = runs.attempts(run_dir)
-    assert attempt["schedule_changes"] == ["train.lr: 0.0005 → 0.001", "train.warmup_steps: 10 → 20"]
-    assert attempt["schedule_change_allowed"] is True
+    (attempt,) = RunDir(run_dir).attempts().starts
+    assert attempt.schedule_changes == ["train.lr: 0.0005 → 0.001", "train.warmup_steps: 10 → 20"]
+    assert attempt.get("schedule_change_allowed") is True

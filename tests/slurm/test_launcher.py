@@ -27,10 +27,13 @@ import pytest
 import torch
 from cluster import LocalSlurmCluster, wait_for  # on sys.path via conftest.py
 
-from launcher import runs
+from launcher import clusters
+from launcher.rundir import RunDir
+from launcher.status import job_state, run_status
 from launcher.submit import cancel, resume, submit
 from lit import checkpoint
 from lit.config import Config, save_config
+from lit.runlog import Start, Stop, Train
 from tests.conftest import REPO, tiny_config
 
 STEPS = 16
@@ -62,16 +65,16 @@ def launcher_cli(cluster: LocalSlurmCluster, *args: str) -> subprocess.Completed
 
 
 def train_steps(run_dir: Path) -> list[int]:
-    return [r["step"] for r in runs.metrics(run_dir) if r["type"] == "train"]
+    return [r.step for r in RunDir(run_dir).metrics().of(Train)]
 
 
 def trained_to(run_dir: Path, step: int, starts: int) -> bool:
     """The attempt after `starts - 1` earlier starts has trained `step`."""
     seen, best = 0, 0
-    for r in runs.metrics(run_dir):
-        seen += r["type"] == "start"
-        if r["type"] == "train" and seen >= starts:
-            best = max(best, r["step"])
+    for r in RunDir(run_dir).metrics():
+        seen += isinstance(r, Start)
+        if isinstance(r, Train) and seen >= starts:
+            best = max(best, r.step)
     return best >= step
 
 
@@ -81,7 +84,7 @@ def ended(cluster: LocalSlurmCluster, job_id: str, timeout: float) -> str:
 
 def settled(run_dir: Path) -> str:
     """The run's job state once squeue no longer lists it as queued, running or completing (what `resume` checks)."""
-    return wait_for(lambda: (s := runs.job_state(runs.current_job(run_dir))) not in runs.ACTIVE_STATES and s,
+    return wait_for(lambda: (s := job_state(RunDir(run_dir).current_job())) not in clusters.ACTIVE_STATES and s,
                     60, f"the job of {run_dir} to leave the queue")
 
 
@@ -99,11 +102,11 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 def stop_steps(run_dir: Path) -> list[int]:
-    return [r["step"] for r in runs.metrics(run_dir) if r["type"] == "stop"]
+    return [r.step for r in RunDir(run_dir).metrics().of(Stop)]
 
 
 def log_text(run_dir: Path, job_id: str, rank: int = 0) -> str:
-    out, err = runs.log_files(run_dir, rank, job_id)
+    out, err = RunDir(run_dir).log_files(rank, job_id)
     return "".join(p.read_text(errors="replace") for p in (out, err) if p.is_file())
 
 
@@ -117,7 +120,9 @@ def drive_uninterrupted(cluster: LocalSlurmCluster, base: Path, data: dict) -> d
     save_config(toy(run_dir, data), job_file)
     submitted = launcher_cli(cluster, "submit", str(job_file))
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    job_id = runs.current_job(run_dir)["job_id"]
+    job = RunDir(run_dir).current_job()
+    assert job is not None
+    job_id = job.job_id
     state = ended(cluster, job_id, WAIT)
     return {
         "run_dir": run_dir, "job_id": job_id, "state": state, "submitted": submitted.stdout,
@@ -144,15 +149,15 @@ def drive_capped(cluster: LocalSlurmCluster, base: Path, data: dict) -> dict[str
     wait_for(lambda: trained_to(run_dir, 3, starts=1), WAIT, "step 3 of the first attempt")
     cluster.run("scancel", "--signal=USR2", first)
     out: dict[str, Any] = {"run_dir": run_dir, "first": first, "first_state": ended(cluster, first, WAIT)}
-    out["stop"] = runs.checkpoint_step(run_dir)
-    out["attempts_after_first"] = len(runs.attempts(run_dir))
+    out["stop"] = RunDir(run_dir).checkpoint_step()
+    out["attempts_after_first"] = len(RunDir(run_dir).attempts().starts)
     settled(run_dir)
     out["second"] = second = resume(run_dir).job_id
     wait_for(lambda: trained_to(run_dir, out["stop"] + 2, starts=2), WAIT, "the resumed attempt to train")
     out["cancelled"] = cancel(run_dir)
     out["second_state"] = ended(cluster, second, WAIT)
     settled(run_dir)
-    out["status_after_cancel"] = runs.run_status(run_dir)
+    out["status_after_cancel"] = run_status(run_dir)
     out["third"] = third = resume(run_dir).job_id
     out["third_state"] = ended(cluster, third, WAIT)
     return out
@@ -263,12 +268,13 @@ def test_usr2_checkpoints_requeues_and_resumes_exactly(scenarios: dict[str, Futu
     assert out["state"] == "COMPLETED", log_text(run_dir, job_id)
     (stop,) = stop_steps(run_dir)
     assert 3 <= stop < STEPS
-    tries = runs.attempts(run_dir)
-    retried = [d for d in runs.attempt_records(run_dir, "retry") if d["decision"] == "retried"]  # e.g. a port in use
+    attempts = RunDir(run_dir).attempts()
+    tries = attempts.starts
+    retried = [d for d in attempts.retries if d.decision == "retried"]  # e.g. a port in use
     assert len(tries) == 2 + len(retried), tries
     first, second = tries[0], tries[-1]
-    assert (first["job_id"], second["job_id"], second["requeue"], second["slurm_restart"]) == (job_id, job_id, 1, 1 + len(retried))
-    assert second["start_step"] == stop and second["last_stop"].startswith("SIGUSR2")
+    assert (first.job_id, second.job_id, second.requeue, second.get("slurm_restart")) == (job_id, job_id, 1, 1 + len(retried))
+    assert second.start_step == stop and second.last_stop.startswith("SIGUSR2")
     assert train_steps(run_dir) == list(range(1, STEPS + 1))  # no step trained twice, none skipped
     assert "Requeued job" in log_text(run_dir, job_id, 0)  # submitit's own requeue path on rank 0
     reference = outcome(scenarios, "uninterrupted")
@@ -285,9 +291,9 @@ def test_max_requeues_then_resume_a_failed_and_a_cancelled_run(scenarios: dict[s
     assert out["cancelled"] == out["second"] and out["second_state"] == "CANCELLED"
     assert out["status_after_cancel"]["state"] == "CANCELLED" and not out["status_after_cancel"]["finished"]
     assert out["third_state"] == "COMPLETED", log_text(run_dir, out["third"])
-    tries = runs.attempts(run_dir)
-    assert [a["job_id"] for a in tries] == [out["first"], out["second"], out["third"]]
-    assert tries[1]["start_step"] == out["stop"] and tries[2]["start_step"] > out["stop"]
+    tries = RunDir(run_dir).attempts().starts
+    assert [a.job_id for a in tries] == [out["first"], out["second"], out["third"]]
+    assert tries[1].start_step == out["stop"] and tries[2].start_step > out["stop"]
     assert sorted(set(train_steps(run_dir))) == list(range(1, STEPS + 1))  # a cut step is retrained, none skipped
     reference = outcome(scenarios, "uninterrupted")
     assert_same_weights(run_dir, reference["run_dir"])
@@ -297,15 +303,16 @@ def test_a_killed_rank_comes_back_by_itself_and_resumes_exactly(scenarios: dict[
     out = outcome(scenarios, "killed")
     run_dir, job_id = out["run_dir"], out["job_id"]
     assert out["state"] == "COMPLETED", log_text(run_dir, job_id)
-    first, second = runs.attempts(run_dir)
-    assert (first["job_id"], second["job_id"]) == (job_id, job_id)  # the same job, requeued by its batch script
-    assert second["requeue"] == 0 and second["slurm_restart"] == 1 == int(out["info"]["Restarts"])
-    (decision,) = runs.attempt_records(run_dir, "retry")
-    assert decision["decision"] == "retried" and decision["retry"] == 1 and decision["srun"] != "exit 0"
-    assert all(f["transient"] for f in runs.attempt_records(run_dir, "failure"))  # whatever rank 0 saw of its lost peer
-    assert 0 < second["start_step"] <= out["killed_after"]
+    attempts = RunDir(run_dir).attempts()
+    first, second = attempts.starts
+    assert (first.job_id, second.job_id) == (job_id, job_id)  # the same job, requeued by its batch script
+    assert second.requeue == 0 and second.get("slurm_restart") == 1 == int(out["info"]["Restarts"])
+    (decision,) = attempts.retries
+    assert decision.decision == "retried" and decision.retry == 1 and decision.srun != "exit 0"
+    assert all(f.transient for f in attempts.failures)  # whatever rank 0 saw of its lost peer
+    assert 0 < second.start_step <= out["killed_after"]
     assert sorted(set(train_steps(run_dir))) == list(range(1, STEPS + 1))
-    status = runs.run_status(run_dir)
+    status = run_status(run_dir)
     assert status["finished"] and status["retries"] == 1 and status["requeues"] == 0
     assert out["status"].returncode == 0 and "failed attempts" in out["status"].stdout and "retried" in out["status"].stdout
     reference = outcome(scenarios, "uninterrupted")
@@ -316,10 +323,11 @@ def test_a_deterministic_failure_is_not_retried(scenarios: dict[str, Future[dict
     out = outcome(scenarios, "deterministic")
     run_dir, job_id = out["run_dir"], out["job_id"]
     assert out["state"] == "FAILED", log_text(run_dir, job_id)
-    assert int(out["info"]["Restarts"]) == 0 and len(runs.attempts(run_dir)) == 1
-    (decision,) = runs.attempt_records(run_dir, "retry")
-    assert decision["decision"] == "not retried" and decision["cause"].startswith("deterministic: rank 0: ")
-    assert "manifest.json" in decision["cause"]
+    attempts = RunDir(run_dir).attempts()
+    assert int(out["info"]["Restarts"]) == 0 and len(attempts.starts) == 1
+    (decision,) = attempts.retries
+    assert decision.decision == "not retried" and decision.cause.startswith("deterministic: rank 0: ")
+    assert "manifest.json" in decision.cause
     assert "not retried" in out["status"].stdout and "deterministic" in out["status"].stdout
 
 
@@ -329,15 +337,15 @@ def test_time_limit_requeues_until_finished(slurm_cluster: LocalSlurmCluster,
     out = outcome(scenarios, "time-limit")
     run_dir, job_id = out["run_dir"], out["job_id"]
     assert out["state"] == "COMPLETED", log_text(run_dir, job_id)
-    tries = runs.attempts(run_dir)
-    assert len(tries) >= 2 and {a["job_id"] for a in tries} == {job_id}
-    assert all(a["last_stop"].startswith(("SIGUSR2", "ended before training")) for a in tries[1:])
+    tries = RunDir(run_dir).attempts().starts
+    assert len(tries) >= 2 and {a.job_id for a in tries} == {job_id}
+    assert all(a.last_stop.startswith(("SIGUSR2", "ended before training")) for a in tries[1:])
     text = log_text(run_dir, job_id, 0)
     assert "this job is timed-out" in text and "this job is preempted" not in text  # submitit counted time-outs
     assert int(slurm_cluster.job_info(job_id)["Restarts"]) == len(tries) - 1
     steps = train_steps(run_dir)
     assert steps == sorted(set(steps)) and steps[-1] == 40
-    assert runs.run_status(run_dir)["finished"]
+    assert run_status(run_dir)["finished"]
 
 
 @pytest.mark.slow  # the preemption, the high job, the requeue delay
@@ -346,13 +354,13 @@ def test_real_preemption_requeues_and_finishes(scenarios: dict[str, Future[dict[
     run_dir, job_id = out["run_dir"], out["job_id"]
     assert out["high_state"] == "COMPLETED"
     assert out["state"] == "COMPLETED", log_text(run_dir, job_id)
-    tries = runs.attempts(run_dir)
+    tries = RunDir(run_dir).attempts().starts
     assert int(out["info"]["Restarts"]) == len(tries) - 1 >= 1
     stops = stop_steps(run_dir)
     assert stops and stops[0] >= 3  # the high job came after step 3
-    assert all(any(a["start_step"] == s for a in tries) for s in stops)  # each save is where the next start began
-    assert any(a["last_stop"].startswith("SIGUSR2") for a in tries)  # preempt_send_user_signal: USR2 before the kill
-    assert all(a["last_stop"].startswith(("SIGUSR2", "ended before training")) for a in tries[1:])
-    assert [a["start_step"] for a in tries] == sorted(a["start_step"] for a in tries)  # never went back
+    assert all(any(a.start_step == s for a in tries) for s in stops)  # each save is where the next start began
+    assert any(a.last_stop.startswith("SIGUSR2") for a in tries)  # preempt_send_user_signal: USR2 before the kill
+    assert all(a.last_stop.startswith(("SIGUSR2", "ended before training")) for a in tries[1:])
+    assert [a.start_step for a in tries] == sorted(a.start_step for a in tries)  # never went back
     assert train_steps(run_dir) == list(range(1, STEPS + 1))  # no step trained twice, none skipped
-    assert runs.run_status(run_dir)["finished"]
+    assert run_status(run_dir)["finished"]

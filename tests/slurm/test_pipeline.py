@@ -31,10 +31,13 @@ import pytest
 import torch
 from cluster import LocalSlurmCluster, wait_for  # on sys.path via conftest.py
 
-from launcher import pipeline, runs, sweep
+from launcher import clusters, pipeline, status
+from launcher.rundir import RunDir
+from launcher.sweepdir import SUBMISSIONS
 from lit import checkpoint
 from lit.config import Config, load_config, replace, save_config
 from lit.io import read_jsonl
+from lit.runlog import Stop, Train
 from tests.conftest import REPO
 
 WAIT = 600.0
@@ -74,7 +77,7 @@ def submit(cluster: LocalSlurmCluster, cfg: Config) -> dict[str, str]:
     save_config(cfg, path)
     done = cli(cluster, "submit", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
-    chain = pipeline.last_chain(cfg.run_dir)
+    chain = RunDir(cfg.run_dir).last_chain()
     return {e["stage"]: e["job_id"] for e in chain}
 
 
@@ -95,10 +98,10 @@ def drive_cancel_resume(cluster: LocalSlurmCluster, base: Path, root: Path) -> d
     job_state(cluster, first["shards"])
     cancelled = cli(cluster, "cancel", cfg.run_dir)
     states = {stage: job_state(cluster, jid) for stage, jid in first.items()}
-    wait_for(lambda: not any(runs.is_active(runs.slurm_state(j)) for j in first.values()), WAIT, "the cancelled jobs to end")
-    after_cancel = pipeline.status(cfg.run_dir)
+    wait_for(lambda: not any(clusters.is_active(clusters.slurm_state(j)) for j in first.values()), WAIT, "the cancelled jobs to end")
+    after_cancel = status.status(cfg.run_dir)["stages"]
     resumed = cli(cluster, "resume", cfg.run_dir)
-    second = {e["stage"]: e for e in pipeline.last_chain(cfg.run_dir)}
+    second = {e["stage"]: e for e in RunDir(cfg.run_dir).last_chain()}
     final = {s: job_state(cluster, e["job_id"]) for s, e in second.items() if e["job_id"]}
     return {"cfg": cfg, "first": first, "states": states, "cancelled": cancelled, "after_cancel": after_cancel,
             "resumed": resumed, "second": second, "final": final}
@@ -117,7 +120,7 @@ def drive_usr2_embed(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict
 def drive_requeue_shards(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict[str, Any]:
     cfg = job(base, root, *TINY)
     jobs = submit(cluster, cfg)
-    wait_for(lambda: runs.slurm_state(jobs["shards"]) == "RUNNING", WAIT, "the shards job to run")
+    wait_for(lambda: clusters.slurm_state(jobs["shards"]) == "RUNNING", WAIT, "the shards job to run")
     cluster.run("scontrol", "requeue", jobs["shards"])
     states = {stage: job_state(cluster, jid) for stage, jid in jobs.items()}
     return {"cfg": cfg, "jobs": jobs, "states": states, "info": cluster.job_info(jobs["shards"])}
@@ -131,7 +134,7 @@ def drive_failing(cluster: LocalSlurmCluster, base: Path, root: Path) -> dict[st
     jobs = submit(cluster, cfg)
     states = {stage: job_state(cluster, jid) for stage, jid in jobs.items()}
     return {"cfg": cfg, "jobs": jobs, "states": states, "table": cli(cluster, "status", cfg.run_dir),
-            "rows": pipeline.status(cfg.run_dir)}
+            "rows": status.status(cfg.run_dir)["stages"]}
 
 
 def sweep_yaml(base: Path, root: Path) -> Path:
@@ -165,9 +168,9 @@ def drive_sweep(slurm_cluster: LocalSlurmCluster, base: Path, toy: Path) -> dict
     done = cli(slurm_cluster, "sweep", str(sweep_file))
     assert done.returncode == 0, done.stdout + done.stderr
     sweep_dir = base / "sw"
-    record = read_jsonl(sweep_dir / sweep.SUBMISSIONS)[-1]
+    record = read_jsonl(sweep_dir / SUBMISSIONS)[-1]
     preempted = sweep_dir / "preempted"
-    wait_for(lambda: any(r["type"] == "train" and r["step"] >= 3 for r in runs.metrics(preempted)), WAIT,
+    wait_for(lambda: any(r.step >= 3 for r in RunDir(preempted).metrics().of(Train)), WAIT,
              "the preempted member to train 3 steps")
     slurm_cluster.run("scancel", "--signal=USR2", record["members"]["preempted"])
     states = {name: slurm_cluster.wait_job(jid, ENDED, timeout=WAIT) for name, jid in record["members"].items()}
@@ -211,16 +214,17 @@ def test_one_command_runs_every_stage_and_an_interrupted_embed_goes_on(pipelines
     out = pipelines["usr2-embed"].result(timeout=3 * WAIT)
     cfg, run_dir = out["cfg"], Path(out["cfg"].run_dir)
     assert out["states"] == dict.fromkeys(("shards", "embed", "train", "eval"), "COMPLETED"), logs(run_dir)
-    embed_home = pipeline.home(cfg, "embed")
-    assert len(runs.attempts(embed_home)) == 2  # stopped on USR2, requeued, went on
-    stops = [r for r in runs.metrics(embed_home) if r["type"] == "stop"]
-    assert len(stops) == 1 and "SIGUSR2" in stops[0]["reason"]
+    embed_home = RunDir(cfg.run_dir).stage("embed")
+    assert len(embed_home.attempts().starts) == 2  # stopped on USR2, requeued, went on
+    stops = embed_home.metrics().of(Stop)
+    assert len(stops) == 1 and "SIGUSR2" in stops[0].reason
     result = json.loads((run_dir / "eval/final/results.json").read_text())
     assert result["num_classes"] == 32 and result["num_samples"] == 128 and 0 <= result["top1"] <= 100
-    status = json.loads(out["status"].stdout)
-    assert [(s["stage"], s["state"]) for s in status["stages"]] == [
+    said = json.loads(out["status"].stdout)
+    assert [(s["stage"], s["state"]) for s in said["stages"]] == [
         ("shards", "COMPLETED"), ("embed", "COMPLETED"), ("train", "COMPLETED"), ("eval", "COMPLETED")]
-    assert "top-1" in status["stages"][3]["progress"] and "pipeline stages" in out["table"].stdout
+    assert "top-1" in said["stages"][3]["progress"] and "pipeline stages" in out["table"].stdout
+    assert [s["outcome"] for s in said["stages"]] == ["finished"] * 4 and said["failed_attempts"] == []
     assert out["logs"].returncode == 0 and "stop requested: finishing" in out["logs"].stdout
     hand = by_hand(cfg, tmp_path)
     ours, theirs = final_weights(run_dir), final_weights(hand.run_dir)
@@ -265,7 +269,7 @@ def test_cancel_stops_the_chain_and_resume_goes_on_from_the_first_unfinished_sta
     assert out["second"]["shards"]["skipped"] and "complete" in out["second"]["shards"]["detail"]
     assert out["final"] == {"embed": "COMPLETED", "train": "COMPLETED", "eval": "COMPLETED"} or (
         out["second"]["embed"]["skipped"] and out["final"] == {"train": "COMPLETED", "eval": "COMPLETED"}), logs(run_dir)
-    assert [r["type"] for r in pipeline.chains(run_dir)] == ["submit", "cancel", "resume"]
+    assert [r["type"] for r in RunDir(run_dir).chains()] == ["submit", "cancel", "resume"]
     assert (run_dir / "eval/final/results.json").is_file()
 
 
@@ -293,10 +297,10 @@ def test_sweep_the_preempted_member_alone_requeues_and_ends_as_an_uninterrupted_
     from lit.train.run import run
 
     member = swept["dir"] / "preempted"
-    tries = runs.attempts(member)
-    assert len(tries) == 2 and tries[1]["requeue"] == 1 and "SIGUSR2" in tries[1]["last_stop"], logs(swept["dir"])
-    assert len(runs.attempts(swept["dir"] / "plain")) == 1 and len(runs.attempts(swept["dir"] / "diverged")) == 1
-    cfg = runs.load_run_config(member)
+    tries = RunDir(member).attempts().starts
+    assert len(tries) == 2 and tries[1].requeue == 1 and "SIGUSR2" in tries[1].last_stop, logs(swept["dir"])
+    assert len(RunDir(swept["dir"] / "plain").attempts().starts) == 1 == len(RunDir(swept["dir"] / "diverged").attempts().starts)
+    cfg = RunDir(member).config()
     hand = replace(cfg, run_dir=str(tmp_path / "run"), cluster="debug")
     assert run(hand) == 0
     ours, theirs = checkpoint.choose(member), checkpoint.choose(hand.run_dir)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launcher import runs
+from launcher.status import run_status
 from lit import checkpoint
+from lit.runlog import MetricsLog
 from lit.train.divergence import DivergenceWatch
 from lit.train.run import EXIT_DIVERGED, run
 from tests.conftest import tiny_config
@@ -52,10 +53,10 @@ def test_a_diverging_run_ends_with_its_step_and_reason_and_no_checkpoint_of_the_
     cfg = tiny_config(tmp_path / "run", engine_data, ["train.lr=1000000.0", "train.warmup_steps=500", "data.workers=0",
                                                       "checkpoint.every_steps=100"])
     assert run(cfg) == EXIT_DIVERGED
-    records = runs.metrics(cfg.run_dir)
-    diverged = runs.diverged_at(records)
-    assert diverged is not None and diverged["reason"] == f"loss is nan at step {diverged['step']}"
-    assert runs.outcome(records) == "diverged" and runs.is_finished(records)
+    log = MetricsLog.read(cfg.run_dir)
+    diverged = log.diverged()
+    assert diverged is not None and diverged.data["reason"] == f"loss is nan at step {diverged.data['step']}"
+    assert log.outcome() == "diverged" and log.has_result()
     assert not checkpoint.list_checkpoints(cfg.run_dir)  # every_steps=100: nothing was saved before, nothing after
-    assert "diverged at step" in runs.run_status(cfg.run_dir)["last_stop"]
+    assert "diverged at step" in run_status(cfg.run_dir)["last_stop"]
     assert (Path(cfg.run_dir) / "plots/training.png").is_file()
