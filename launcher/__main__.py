@@ -20,16 +20,15 @@ from rich.table import Table
 from launcher import clusters, pipeline, spec, sweep
 from launcher.cli_status import show as show_status
 from launcher.local import run_local
-from launcher.preflight import PreflightFailed, check_container
+from launcher.preflight import check_container
 from launcher.rundir import RunDir
 from launcher.submit import cancel, check_fresh, resume_config, run_debug, submit
 from launcher.submitit_api import FailedSubmissionError, UncompletedJobError
 from launcher.sweepdir import SweepDir
-from lit.checklist import report
-from lit.cli import parse_intermixed
+from lit.cli import guarded, parse_intermixed
 from lit.config import Config, load_config
 from lit.configlib import ConfigError
-from lit.errors import UserError
+from lit.errors import UsageError, UserError
 from lit.log import console, setup_logging
 
 out = Console(soft_wrap=True)  # stdout: what the command prints; logs go to stderr (lit.log.console)
@@ -97,7 +96,7 @@ def print_chain(chain: list[dict[str, Any]], run_dir: str) -> None:
 def start(cfg: Config, fresh: bool, preempt_at_step: int | None = None) -> int:
     kind = clusters.of(cfg)
     if preempt_at_step is not None and not kind.follows:
-        raise ConfigError("command line", "--preempt-at-step", f"is for local runs; this job's cluster is {cfg.cluster!r}")
+        raise UsageError("--preempt-at-step", f"is for local runs; this job's cluster is {cfg.cluster!r}")
     if kind.in_process:
         code = run_debug(cfg, fresh=fresh)
         out.print(f"{cfg.cluster} run {'finished' if code == 0 else 'stopped with a checkpoint'} (exit {code})")
@@ -226,8 +225,19 @@ def _plugin(argv: list[str]) -> int | None:
     return int(module.run(args) or 0)
 
 
+class SubmissionFailed(UserError):
+    """sbatch (through submitit) refused the job: its message says why."""
+
+    label = "submission failed"
+    exit_code = 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Every command through lit.cli.guarded: the same errors, messages and exit codes as `lit`."""
+    return guarded(lambda: _dispatch(list(sys.argv[1:] if argv is None else argv)))
+
+
+def _dispatch(argv: list[str]) -> int:
     try:
         plugged = _plugin(argv)
         if plugged is not None:
@@ -235,16 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_intermixed(build_parser(), argv)
         setup_logging()
         return COMMANDS[args.command](args)
-    except UserError as err:
-        console.print(f"[red]{err.label}:[/red] {escape(str(err))}", soft_wrap=True)
-        return 2
-    except PreflightFailed as err:
-        console.print(report(err.checks))
-        console.print("[red]lit doctor failed: nothing was submitted[/red]")
-        return 1
     except (UncompletedJobError, FailedSubmissionError) as err:  # sbatch refused the job
-        console.print(f"[red]submission failed:[/red] {escape(str(err).strip())}", soft_wrap=True)
-        return 1
+        raise SubmissionFailed(str(err).strip()) from err
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from launcher.task import Task
 from lit import stages
 from lit.config import STAGES, Config, StageConfig
 from lit.configlib import ConfigError
+from lit.errors import UsageError
 
 OUTPUT_KEYS = {"shards": ("data.train_shards", "data.val_shards"), "embed": ("data.train_embeddings", "data.val_embeddings")}
 """Preflight checks of paths a stage of the submission makes: they need not exist yet."""
@@ -54,9 +55,9 @@ def chosen_stages(cfg: Config, only: str | None) -> list[str]:
     names = [s.strip() for s in only.split(",") if s.strip()] if only else list(cfg.pipeline.stages or ("train",))
     unknown = [s for s in names if s not in STAGES]
     if unknown:
-        raise ConfigError("command line", "--stages", f"{unknown[0]!r} is not a stage; choose from {', '.join(STAGES)}")
+        raise UsageError("stages", f"{unknown[0]!r} is not a stage; choose from {', '.join(STAGES)}")
     if "embed" in names and cfg.data.image_source != "cached":
-        raise ConfigError("command line", "--stages", "the embed stage makes cached embeddings: set data.image_source=cached")
+        raise UsageError("stages", "the embed stage makes cached embeddings: set data.image_source=cached")
     return sorted(names, key=STAGES.index)
 
 

@@ -5,19 +5,29 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rich.console import Console
+
 from launcher import clusters
-from lit.checklist import Check, ok
+from lit.checklist import Check, ok, report
 from lit.config import Config
 from lit.configlib import ConfigError
+from lit.errors import UserError
 
 
-class PreflightFailed(RuntimeError):
-    """`lit doctor` found a failing check before submission; `checks` holds the report."""
+class PreflightFailed(UserError):
+    """`lit doctor` found a failing check before submission; `checks` holds the report (printed as the doctor's table)."""
+
+    label = "lit doctor failed"
+    exit_code = 1
 
     def __init__(self, checks: list[Check]) -> None:
         failed = [c for c in checks if c.status == "fail"]
         super().__init__("; ".join(f"{c.name}: {c.detail}" for c in failed))
         self.checks = checks
+
+    def render(self, console: Console) -> None:
+        console.print(report(self.checks))
+        console.print("[red]lit doctor failed: nothing was submitted[/red]")
 
 
 def check_container(cfg: Config) -> None:

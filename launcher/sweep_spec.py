@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from lit.config import Config, load_config
 from lit.configlib import ConfigError, from_dict, read_yaml
+from lit.errors import UsageError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PAPERS = ("", "warmup")
@@ -150,7 +151,7 @@ def from_cli(job: str | Path, overrides: list[str], name: str = "", sweep_dir: s
     if not grid:
         raise ConfigError("command line", "overrides", "no axis to sweep: give at least one key=a,b,c (or a sweep file)")
     if paper not in PAPERS:
-        raise ConfigError("command line", "--paper", f"{paper!r} is not one of {', '.join(p for p in PAPERS if p)}")
+        raise UsageError("paper", f"{paper!r} is not one of {', '.join(p for p in PAPERS if p)}")
     stem = name or Path(job).stem + "-" + "-".join(k.rsplit(".", 1)[-1] for k in grid)
     return SweepSpec(job=str(job), name=stem, sweep_dir=sweep_dir, overrides=tuple(fixed), grid=dict(grid),
                      paper=paper)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from lit.errors import UserError
 from lit.log import console, setup_logging
@@ -76,10 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_arguments(parser)
     args = parse_intermixed(parser, rest)
     setup_logging()
-    try:
-        return int(module.run(args) or 0)
-    except UserError as err:
-        from rich.markup import escape
+    return guarded(lambda: int(module.run(args) or 0))
 
-        console.print(f"[red]{err.label}:[/red] {escape(str(err))}", soft_wrap=True)  # whole: paths stay greppable
-        return 2
+
+def guarded(call: Callable[[], int]) -> int:
+    """Run a command; a UserError (any kind, lit.errors) is rendered without a traceback and gives its exit code.
+
+    Both command lines (`lit`, `python -m launcher`) run every command through here: one error table.
+    """
+    try:
+        return call()
+    except UserError as err:
+        err.render(console)
+        return err.exit_code

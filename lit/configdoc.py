@@ -1,6 +1,8 @@
-"""The README's configuration reference, generated from the config tree's field docstrings.
+"""The configuration reference (docs/configuration.md), generated from the config tree's field docstrings.
 
-`python -m lit.configdoc --write` refreshes README.md; a test fails when they drift apart.
+`python -m lit.configdoc --write` refreshes the block between the markers in docs/configuration.md (the
+text around it is written by hand); `python -m lit.configdoc` prints the block. tests/test_readme.py fails
+when the page and the code drift apart.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from lit.configlib import to_dict
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+"""The page that holds the reference between START and END."""
 
 
 def field_docs() -> dict[str, dict[str, str]]:
@@ -85,20 +89,18 @@ def _doc(docs: dict[str, dict[str, str]], cls: type, name: str) -> str:
     raise KeyError(f"{cls.__name__}.{name} has no docstring in lit/config.py")
 
 
-def splice(readme: str) -> str:
-    """README text with the block between the markers replaced by the current reference."""
-    if START not in readme or END not in readme:
-        raise ValueError(f"README.md lacks the markers {START} ... {END}")
-    head, rest = readme.split(START, 1)
+def splice(text: str) -> str:
+    """The page's text with the block between the markers replaced by the current reference."""
+    if START not in text or END not in text:
+        raise ValueError(f"{DOC.name} lacks the markers {START} ... {END}")
+    head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{reference()}{END}{tail}"
 
 
 def main(argv: list[str]) -> int:
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    updated = splice(readme.read_text())
     if "--write" in argv:
-        readme.write_text(updated)
+        DOC.write_text(splice(DOC.read_text()))
         return 0
     sys.stdout.write(reference())
     return 0

@@ -11,7 +11,8 @@ from rich.table import Table
 
 from lit.config import RECIPES, CaptionConfig
 from lit.data.captions import CaptionMaker, print_scores, score_columns
-from lit.data.inat import Category, DatasetError, load_categories_csv, load_categories_json
+from lit.data.inat import Category, load_categories_csv, load_categories_json
+from lit.errors import UsageError
 from lit.log import console, logger
 
 
@@ -44,16 +45,12 @@ def _categories(args: argparse.Namespace) -> list[Category]:
     if args.categories_csv:
         return load_categories_csv(args.categories_csv)
     if not args.root:
-        raise DatasetError("command line", "give a dataset ROOT or --categories-csv PATH")
+        raise UsageError("ROOT", "give a dataset ROOT or --categories-csv PATH")
     return load_categories_json(Path(args.root) / f"{args.split}.json")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        categories = _categories(args)
-    except DatasetError as err:
-        console.print(f"[red]dataset error:[/red] {err}")
-        return 1
+    categories = _categories(args)
     make = CaptionMaker(CaptionConfig(recipe=args.recipe), seed=args.seed)
     captions = [make(c, f"{c.id:08d}") for c in categories]
     counts = Counter(captions)

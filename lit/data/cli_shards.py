@@ -8,7 +8,6 @@ import time
 from rich.table import Table
 
 from lit.config import RECIPES, load_config, with_overrides
-from lit.data.inat import DatasetError
 from lit.data.shards import build_shards
 from lit.log import console
 
@@ -36,11 +35,7 @@ def run(args: argparse.Namespace) -> int:
     root = args.root or cfg.data.root
     out = args.out or (cfg.data.val_shards if args.split == "val" else cfg.data.train_shards)
     start = time.perf_counter()
-    try:
-        manifest = build_shards(root, args.split, out, cfg.shards, cfg.captions, progress=not args.no_progress)
-    except DatasetError as err:
-        console.print(f"[red]dataset error:[/red] {err}")
-        return 1
+    manifest = build_shards(root, args.split, out, cfg.shards, cfg.captions, progress=not args.no_progress)
     elapsed = time.perf_counter() - start
     totals = manifest["totals"]
     table = Table(title=f"{args.split} shards in {out}")

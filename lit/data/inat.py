@@ -17,6 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from lit.errors import DataError
+
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 SPLITS = ("train", "train_mini", "val", "public_test")
 # Official category keys, in the order of the official files. `class` is `class_` on Category.
@@ -32,7 +34,7 @@ REQUIRED_CATEGORY_KEYS = (
 _MISSING_TEXT = {"", "nan", "none", "null"}
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError, ValueError):
     """A dataset problem a user must fix: names the file, the record, the field and what is wrong."""
 
     def __init__(self, source: str | Path, message: str, record: str = "", field: str = "") -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 from rich.console import Console
 
+from lit.errors import UsageError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
@@ -65,13 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _baseline(args: argparse.Namespace, templates: Sequence[str] | None) -> tuple[dict[str, Any], Path]:
     from lit.config import load_config, with_overrides
-    from lit.configlib import ConfigError
     from lit.eval.baseline import evaluate_open_clip
 
     if not args.config:
-        raise ConfigError("command line", "--config", "--open-clip needs the job whose validation set to use: --config JOB.yaml")
+        raise UsageError("--config", "--open-clip needs the job whose validation set to use: --config JOB.yaml")
     if args.subset:
-        raise ConfigError("command line", "--subset", "a baseline is evaluated on the whole validation set: drop --subset")
+        raise UsageError("--subset", "a baseline is evaluated on the whole validation set: drop --subset")
     cfg = load_config(args.config)
     sets = [f"eval.templates=[{','.join(templates)}]"] if templates else []
     more = [f"{k}={v}" for k, v in (("eval.batch_size", args.batch_size), ("data.workers", args.workers),

@@ -21,15 +21,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lit.config import load_config
-    from lit.configlib import ConfigError
+    from lit.errors import UsageError
     from lit.eval.probe import ProbeSettings, probe
     from lit.eval.report import breakdown_table
 
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
-            raise ConfigError("command line", f"--{name.replace('_', '-')}", f"must be >= 1, got {getattr(args, name)}")
+            raise UsageError(f"--{name.replace('_', '-')}", f"must be >= 1, got {getattr(args, name)}")
     if args.lr <= 0 or args.weight_decay < 0:
-        raise ConfigError("command line", "--lr", f"--lr must be > 0 and --weight-decay >= 0, got {args.lr}, {args.weight_decay}")
+        raise UsageError("--lr", f"--lr must be > 0 and --weight-decay >= 0, got {args.lr}, {args.weight_decay}")
     cfg = load_config(args.job, args.overrides)
     out = Path(args.out) if args.out else Path(cfg.run_dir) / "probe"
     settings = ProbeSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=cfg.train.seed)

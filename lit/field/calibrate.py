@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lit.configlib import ConfigError
 from lit.data.loader import Stream, eval_pipeline, make_loader
 from lit.data.taxonomy import Taxonomy
+from lit.errors import UsageError
 from lit.eval.calibration import Calibration, EmbeddedImages, fit_temperature, measure
 from lit.eval.metrics import label_lookup, to_class_index
 from lit.eval.runner import check_val_cache, image_features, val_folder
@@ -72,12 +73,12 @@ def validation_images(model: CheckpointModel, progress: bool = True) -> tuple[Em
 def calibrate(checkpoint: str | Path, fraction: float = 0.5, device: str = "auto", progress: bool = True) -> tuple[Calibration, Path]:
     """Fit, measure and store the temperature of a run's newest checkpoint (or a checkpoint file)."""
     if not 0.0 < fraction < 1.0:
-        raise ConfigError("", "--fit-fraction", f"must be between 0 and 1 (exclusive), got {fraction}")
+        raise UsageError("fraction", f"must be between 0 and 1 (exclusive), got {fraction}")
     model = CheckpointModel.load(checkpoint, device=device)
     images, keys = validation_images(model, progress)
     fit = np.array([is_fit_key(k, fraction) for k in keys], dtype=bool)
     if fit.sum() < 2 or (~fit).sum() < 2:
-        raise ConfigError("", "--fit-fraction", f"{len(keys)} validation samples give {int(fit.sum())} to fit and "
+        raise UsageError("fraction", f"{len(keys)} validation samples give {int(fit.sum())} to fit and "
                                                 f"{int((~fit).sum())} to hold out: both need at least 2")
     temperature = fit_temperature(images, np.flatnonzero(fit))
     taxonomy = Taxonomy.of(model.categories)

@@ -20,6 +20,7 @@ import os
 from rich.console import Console
 
 from lit.data.inat import RANKS
+from lit.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lit.configlib import ConfigError
     from lit.field.classifier import Classifier
     from lit.field.engines import load_predictor
     from lit.field.images import discover
@@ -55,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
     from lit.log import console as err_console
 
     if args.top < 1:
-        raise ConfigError("", "--top", f"must be >= 1, got {args.top}")
+        raise UsageError("--top", f"must be >= 1, got {args.top}")
     if args.batch_size < 1 or args.workers < 0:
-        raise ConfigError("", "--batch-size/--workers", f"need a batch size >= 1 and workers >= 0, got {args.batch_size}, {args.workers}")
+        raise UsageError("--batch-size/--workers", f"need a batch size >= 1 and workers >= 0, got {args.batch_size}, {args.workers}")
     if args.out:
         check_out(args.out)
     paths, skipped = discover(args.images)
     if not paths and not skipped:
-        raise ConfigError("", "images", f"no image files in {', '.join(args.images)}")
+        raise UsageError("IMAGES", f"no image files in {', '.join(args.images)}")
     templates = None
     if args.templates:
         from lit.eval.templates import parse_template_list

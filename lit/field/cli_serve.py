@@ -13,6 +13,8 @@ import ctypes
 import ctypes.util
 from typing import TYPE_CHECKING
 
+from lit.errors import UsageError
+
 if TYPE_CHECKING:  # FastAPI only when serving: `lit --help` stays fast
     from lit.field.app import Service
 
@@ -35,12 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_service(args: argparse.Namespace) -> Service:
     """The Service of the arguments (lit.field.app)."""
-    from lit.configlib import ConfigError
     from lit.field.app import Service
     from lit.field.classifier import Classifier
 
     if args.decode_slots < 1:
-        raise ConfigError("", "--decode-slots", f"must be >= 1, got {args.decode_slots}")
+        raise UsageError("--decode-slots", f"must be >= 1, got {args.decode_slots}")
     classifier = Classifier.load(args.target, device=args.device)
     scorer = classifier.scorer(top=args.top, subset=args.subset, min_confidence=args.min_confidence)
     return Service(classifier.predictor, scorer, max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
@@ -66,12 +67,11 @@ def give_back_freed_memory() -> str | None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from lit.configlib import ConfigError
     from lit.field.app import create_app
     from lit.log import console
 
     if not 0 < args.port < 65536:
-        raise ConfigError("", "--port", f"must be 1-65535, got {args.port}")
+        raise UsageError("--port", f"must be 1-65535, got {args.port}")
     problem = give_back_freed_memory()
     if problem:
         console.print(f"[yellow]lit serve: {problem}[/yellow]")

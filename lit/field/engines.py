@@ -9,8 +9,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from lit.configlib import ConfigError
 from lit.data.inat import Category
+from lit.errors import UsageError
 from lit.field.batch import LogitBatch
 
 
@@ -34,10 +34,10 @@ def load_predictor(checkpoint: str | Path | None = None, model: str | Path | Non
                    threads: int | None = None) -> Predictor:
     """The predictor of a checkpoint (or run directory) or of an ONNX export folder; exactly one is given."""
     if (checkpoint is None) == (model is None):
-        raise ConfigError("", "--checkpoint/--model", "give a checkpoint (or run directory) or an ONNX export folder, not both")
+        raise UsageError("checkpoint/model", "give a checkpoint (or run directory) or an ONNX export folder, not both")
     if model is not None:
         if categories or templates:
-            raise ConfigError("", "--categories/--templates", f"{model} is an ONNX export: its classes and templates are fixed "
+            raise UsageError("categories/templates", f"{model} is an ONNX export: its classes and templates are fixed "
                                                                "at export time (`lit export CHECKPOINT OUT --onnx --categories ...`)")
         from lit.field.onnx_predict import OnnxModel, default_threads
 

@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from lit.configlib import ConfigError
 from lit.data.folders import open_folder
-from lit.errors import VerificationError
+from lit.errors import UsageError, VerificationError
 from lit.eval.calibration import FILE as CALIBRATION_FILE
 from lit.eval.calibration import Calibration
 from lit.field import onnx_predict as layout
@@ -131,7 +130,7 @@ def _alive(pid: int) -> bool:
 def _check_target(out: Path) -> None:
     """OUT may be new, empty or an earlier export (replaced); any other folder or file is not overwritten."""
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / layout.MANIFEST).is_file())):
-        raise ConfigError("", "OUT", f"{out} exists and is not an ONNX export folder: choose another OUT or remove it "
+        raise UsageError("out", f"{out} exists and is not an ONNX export folder: choose another OUT or remove it "
                                      "(an earlier export there would be replaced)")
 
 

@@ -19,7 +19,7 @@ from typing import IO
 from rich.console import Console
 from rich.table import Table
 
-from lit.configlib import ConfigError
+from lit.errors import UsageError
 from lit.field.images import Skipped
 from lit.field.scoring import Prediction
 from lit.io import atomic_file
@@ -68,7 +68,7 @@ class RowWriter:
 def check_out(out: str | Path) -> Path:
     path = Path(out)
     if path.suffix.lower() not in FORMATS:
-        raise ConfigError("", "--out", f"{path}: name a .csv or .jsonl file")
+        raise UsageError("out", f"{path}: name a .csv or .jsonl file")
     return path
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from lit.configlib import ConfigError
 from lit.data.inat import RANKS, Category
 from lit.data.taxonomy import Guess, Taxonomy, depth_of, probabilities, rank_probabilities, top_k
+from lit.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,9 @@ class Scorer:
     def __post_init__(self) -> None:
         depth_of(self.rank)
         if self.k < 1:
-            raise ConfigError("", "--top", f"must be >= 1, got {self.k}")
+            raise UsageError("k", f"must be >= 1, got {self.k}")
         if not 0.0 <= self.min_confidence <= 1.0:
-            raise ConfigError("", "--min-confidence", f"must be between 0 and 1, got {self.min_confidence}")
+            raise UsageError("min_confidence", f"must be between 0 and 1, got {self.min_confidence}")
         if not self.temperature > 0.0:
             raise ConfigError("", "temperature", f"must be > 0, got {self.temperature}: rerun `lit calibrate`")
 

@@ -11,6 +11,7 @@ from launcher.rundir import RunDir
 from lit.config import CaptionConfig, ShardConfig, load_config
 from lit.configlib import ConfigError
 from lit.data.shards import build_shards
+from lit.errors import UsageError
 
 PAPERISH = ["cluster=slurm", "slurm.nodes=2", "slurm.gpus_per_node=8", "slurm.cpus_per_task=5", "slurm.mem_gb=160",
             "slurm.constraint=v100", "slurm.exclusive=true", "pipeline.stages=[shards,embed,train,eval]",
@@ -49,9 +50,9 @@ def test_stage_choice_errors_name_the_fix(tmp_path: Path) -> None:
     cfg = load_config(None, [f"run_dir={tmp_path}", "cluster=slurm", "data.image_source=raw", "data.augment=true"])
     assert pipeline.chosen_stages(cfg, None) == ["train"]
     assert pipeline.chosen_stages(cfg, "eval,shards") == ["shards", "eval"]
-    with pytest.raises(ConfigError, match="'fit' is not a stage"):
+    with pytest.raises(UsageError, match="stages: 'fit' is not a stage"):
         pipeline.chosen_stages(cfg, "fit")
-    with pytest.raises(ConfigError, match="image_source=cached"):
+    with pytest.raises(UsageError, match="image_source=cached"):
         pipeline.chosen_stages(cfg, "embed")
     with pytest.raises(ConfigError, match="pipeline.stages: the embed stage makes cached embeddings"):
         load_config(None, ["data.image_source=raw", "data.augment=true", "pipeline.stages=[embed,train]"])
