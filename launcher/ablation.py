@@ -2,7 +2,7 @@
 
 On the harder toy set (`lit toy-inat --hard`: 96 look-alike species) and the embedded default
 model, a sweep of three warm-up lengths x two seeds at a learning rate high enough for a short
-warm-up to hurt (jobs/sweeps/ablation-warmup.yaml, the settings and why in the README), run by
+warm-up to hurt (jobs/sweeps/ablation-warmup.yaml, the settings and why in docs/experiments.md), run by
 the local executor; then the linear-probe ceiling of the same frozen features and the report
 with its plots. A second run reuses the data, the cache and the finished members.
 """

@@ -3,7 +3,7 @@
 The defaults are the embedded default job (`make demo`): the frozen EfficientNet-Lite0 with the
 MiniLM text tower on cached embeddings of the toy data. Real jobs (jobs/*.yaml) set their own.
 
-Each field carries its documentation as the string literal below it (the README's
+Each field carries its documentation as the string literal below it (docs/configuration.md's
 configuration reference is generated from these, see `lit.configdoc`). Load with
 `load_config(path, overrides)`; overrides are `section.key=value`.
 """
