@@ -76,8 +76,8 @@ def embed(shape: common.Shape, shards: Path, emb: Path, work: Path) -> list[floa
     shutil.rmtree(emb, ignore_errors=True)
     cfg = job(shape, shards, emb, "raw", work / f"{shape.key}-embed")
     common.settle()
-    common.run_logged(common.LIT + ["embed", str(shards), str(emb), "--config", str(cfg), "--batch-size",
-                                    str(SAMPLES_PER_SHARD), "--device", "cpu"], work / f"{shape.key}-embed.log")
+    common.run_logged(common.LIT + ["embed", str(shards), str(emb), str(cfg), f"pipeline.embed_batch_size={SAMPLES_PER_SHARD}",
+                                    "--device", "cpu"], work / f"{shape.key}-embed.log")
     parts = sorted(emb.glob(".emb-*.json"), key=lambda p: p.stat().st_mtime)
     done = [p.stat().st_mtime for p in parts]
     counts = [json.loads(p.read_text())["samples"] for p in parts]

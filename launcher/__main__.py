@@ -20,14 +20,14 @@ from rich.table import Table
 from launcher import clusters, pipeline, spec, sweep
 from launcher.cli_status import show as show_status
 from launcher.local import run_local
-from launcher.preflight import check_container
+from launcher.preflight import preflight
 from launcher.rundir import RunDir
 from launcher.submit import cancel, check_fresh, resume_config, run_debug, submit
 from launcher.submitit_api import FailedSubmissionError, UncompletedJobError
 from launcher.sweepdir import SweepDir
-from lit.cli import guarded, parse_intermixed
+from lit.cli import guarded, parse_intermixed, would_submit
+from lit.cliargs import OVERRIDES_HELP, add_job
 from lit.config import Config, load_config
-from lit.configlib import ConfigError
 from lit.errors import UsageError, UserError
 from lit.log import console, setup_logging
 
@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("submit", help="submit a job YAML (section.key=value overrides)")
-    p.add_argument("job", metavar="JOB.yaml")
-    p.add_argument("overrides", nargs="*", help="config overrides section.key=value")
-    p.add_argument("--dry-run", action="store_true", help="print the sbatch script and each task's command; submit nothing")
+    add_job(p, required=True)
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the sbatch scripts and each task's command, run the preflight a submission runs; submit nothing")
     p.add_argument("--preempt-at-step", type=int, default=None, metavar="N",
                    help="local runs: send the preemption signal once step N is trained (it resumes)")
     p.add_argument("--stages", default=None, metavar="A,B",
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p = sub.add_parser("resume", help="resubmit a stopped, failed or cancelled run from its checkpoint")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("overrides", nargs="*", help="config overrides section.key=value (e.g. slurm.time_min=120)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
+    p.add_argument("--dry-run", action="store_true", help="run every check of the resume and show what it would submit")
     p = sub.add_parser("cancel", help="cancel the run's job")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p = sub.add_parser("logs", help="print a task's log (stdout and stderr)")
@@ -73,14 +74,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if pipeline.chosen_stages(cfg, args.stages) != ["train"]:
         return submit_pipeline(cfg, args)
     if args.dry_run:
-        return dry_run(spec.prepare(cfg))
+        cfg = spec.prepare(cfg)
+        dry_run(cfg)
+        return would_submit(out, lambda: _fresh_preflight(cfg))
     return start(cfg, fresh=True, preempt_at_step=args.preempt_at_step)
+
+
+def _fresh_preflight(cfg: Config) -> None:
+    check_fresh(cfg.run_dir)
+    preflight(cfg)
 
 
 def submit_pipeline(cfg: Config, args: argparse.Namespace) -> int:
     if args.dry_run:
         print(pipeline.dry_run_text(cfg, args.stages), flush=True)  # verbatim: never wrapped
-        return 0
+        prepared = spec.prepare(cfg)
+        return would_submit(out, lambda: pipeline.checks(prepared, pipeline.chosen_stages(prepared, args.stages)))
     chain = pipeline.submit(cfg, args.stages)
     print_chain(chain, spec.prepare(cfg).run_dir)
     return 0
@@ -134,23 +143,24 @@ def dry_run(cfg: Config) -> int:
     for line in kind.layout(cfg):
         table.add_row(str(line.rank), str(line.node), str(line.local_rank), line.device)
     out.print(table)
-    try:
-        check_container(cfg)
-    except ConfigError as err:
-        out.print(f"[yellow]submit would stop here:[/yellow] {escape(str(err))}", soft_wrap=True)
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir).resolve()
     if SweepDir.is_sweep(run_dir):
-        record = sweep.resume(run_dir, args.overrides)
-        out.print(f"resumed {len(record['members'])} member(s): " + ", ".join(f"{k} ({v})" for k, v in record["members"].items()))
+        record = sweep.resume(run_dir, args.overrides, dry_run=args.dry_run)
+        out.print(f"{'would resume' if args.dry_run else 'resumed'} {len(record['members'])} member(s): "
+                  + ", ".join(f"{k} ({v})" for k, v in record["members"].items()))
         return 0
     if RunDir(run_dir).is_pipeline():
-        print_chain(pipeline.resume(run_dir, args.overrides), str(run_dir))
+        print_chain(pipeline.resume(run_dir, args.overrides, dry_run=args.dry_run), str(run_dir))
         return 0
     cfg = resume_config(run_dir, args.overrides)
+    if args.dry_run:
+        cfg = spec.prepare(cfg)
+        dry_run(cfg)
+        return would_submit(out, lambda: preflight(cfg))
     return start(cfg, fresh=False)
 
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from launcher import sweep
 from launcher.sweep_spec import from_cli, is_sweep_file, load_spec
+from lit.cli import would_submit
 
 out = Console(soft_wrap=True)
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         spec = from_cli(args.file, args.overrides, args.name, args.sweep_dir, args.paper)
     if args.dry_run:
         print(sweep.dry_run_text(spec, args.file), flush=True)  # verbatim: never wrapped
-        return 0
+        return would_submit(out, lambda: sweep.checks(spec, args.file))
     record = sweep.submit(spec, args.file)
     for name, job_id in record["members"].items():
         out.print(f"  {name}: job [bold]{job_id}[/bold]")

@@ -166,13 +166,13 @@ def cancel(run_dir: str | PathLike[str]) -> list[str]:
     return ids
 
 
-def resume(run_dir: str | PathLike[str], overrides: list[str] | None = None) -> list[dict[str, Any]]:
+def resume(run_dir: str | PathLike[str], overrides: list[str] | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
     """Submit again from the first stage that is not complete (the stages of the last submission).
 
     Checked at submit time as every resume is (`launcher.submit.resume_config`): a schedule change of
     the training is refused with its `key: old → new` list (unless made on purpose: then the training
     runs again, as a run's resume would), and so is a resume while a job of the chain is queued or
-    running, or once every stage is complete.
+    running, or once every stage is complete. `dry_run`: the same checks and the chain as planned; nothing submitted.
     """
     run = RunDir(run_dir)
     names = [e["stage"] for e in run.last_chain()]
@@ -187,6 +187,10 @@ def resume(run_dir: str | PathLike[str], overrides: list[str] | None = None) -> 
     if all(state.complete for _, state in planned):
         raise ConfigError(str(run), "run_dir", "every stage of this pipeline is complete ("
                           + "; ".join(f"{name}: {state.detail}" for name, state in planned) + "): nothing to resume")
+    if dry_run:
+        checks(prepare(cfg), names)
+        return [{"stage": name, "job_id": None, "skipped": state.complete,
+                 "detail": state.detail if state.complete else "would be submitted (dry run)"} for name, state in planned]
     return submit(cfg, ",".join(names), kind="resume", again=again)
 
 

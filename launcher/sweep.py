@@ -152,10 +152,13 @@ def _write_sweep(spec: SweepSpec, sweep: SweepDir, members: list[Member], source
     })
 
 
-def submit(spec: SweepSpec, source: str, kind: str = "submit", only: list[str] | None = None) -> dict[str, Any]:
-    """Submit the sweep (or the members `only`): shared stages, then the array; returns the submission record."""
+def checks(spec: SweepSpec, source: str, kind: str = "submit",
+           only: list[str] | None = None) -> tuple[Path, list[Member], list[Member]]:
+    """What submitting checks first (`--dry-run` too): fresh folders, shared caches, each member's preflight.
+
+    Returns the sweep folder, every member and those chosen (`only`).
+    """
     sweep_dir, members = resolve(spec, source)
-    sweep = SweepDir(sweep_dir)
     members = [replace(m, cfg=prepare(m.cfg)) for m in members]
     chosen = [m for m in members if only is None or m.name in only]
     cluster = clusters.of(chosen[0].cfg)
@@ -170,6 +173,14 @@ def submit(spec: SweepSpec, source: str, kind: str = "submit", only: list[str] |
         pipeline.checks(m.cfg, list(PREP_STAGES))
     if not (cluster.scheduled or cluster.follows):
         raise ConfigError(source, "cluster", f"a sweep runs on cluster slurm or local, not {cluster.name!r}")
+    return sweep_dir, members, chosen
+
+
+def submit(spec: SweepSpec, source: str, kind: str = "submit", only: list[str] | None = None) -> dict[str, Any]:
+    """Submit the sweep (or the members `only`): shared stages, then the array; returns the submission record."""
+    sweep_dir, members, chosen = checks(spec, source, kind, only)
+    sweep = SweepDir(sweep_dir)
+    cluster = clusters.of(chosen[0].cfg)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     _write_sweep(spec, sweep, members, source)
     if cluster.follows:
@@ -283,10 +294,11 @@ def spec_of(sweep: SweepDir) -> SweepSpec:
                      paper=data.get("paper", ""))
 
 
-def resume(sweep_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+def resume(sweep_dir: str | Path, overrides: list[str] | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Submit again the members that have no result yet (finished and diverged ones stay), as a new array.
 
     Checked at submit time as every resume is (`launcher.submit.resume_config`, for each member).
+    `dry_run`: every check, then the members that would be submitted, and nothing submitted.
     """
     sweep = SweepDir(Path(sweep_dir).resolve())
     active = [*_member_jobs(sweep).values(), *_prep_jobs(sweep)]
@@ -304,8 +316,11 @@ def resume(sweep_dir: str | Path, overrides: list[str] | None = None) -> dict[st
     for name in names:
         if runs[name].has_config():
             resume_config(runs[name], overrides or ())  # refuses schedule changes mid-run unless allowed
+    if dry_run:
+        checks(spec, str(sweep.path / SWEEP), kind="resume", only=names)
+        return {"sweep_dir": str(sweep.path), "members": {name: "(dry run)" for name in names}}
     return submit(spec, str(sweep.path / SWEEP), kind="resume", only=names)
 
 
-__all__ = ["PREP_STAGES", "cancel", "check_shared", "dry_run_text", "prep_groups", "resume", "run_local_members", "shards_key",
+__all__ = ["PREP_STAGES", "cancel", "check_shared", "checks", "dry_run_text", "prep_groups", "resume", "run_local_members", "shards_key",
            "spec_of", "submit", "submit_prep", "todo", "tower_key"]

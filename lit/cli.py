@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from rich.console import Console
+
 from lit.errors import UserError
 from lit.log import console, setup_logging
 
@@ -60,6 +62,18 @@ def parse_intermixed(parser: argparse.ArgumentParser, argv: Sequence[str],
     namespace = namespace if namespace is not None else argparse.Namespace()
     setattr(namespace, action.dest, argv[0])
     return parse_intermixed(choices[argv[0]], argv[1:], namespace)
+
+
+def would_submit(out: Console, check: Callable[[], object]) -> int:
+    """A dry run's verdict: the checks a submission runs first, their report, and the exit code the submission would have."""
+    try:
+        check()
+    except UserError as err:
+        out.print("[yellow]submit would stop here:[/yellow]")
+        err.render(out)
+        return err.exit_code
+    out.print("[green]preflight passed: a submission would go ahead[/green]")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

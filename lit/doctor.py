@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from lit.checklist import Check, ok, report
+from lit.cliargs import add_job, job_and_overrides
 from lit.config import Config, load_config
 from lit.log import console, logger
 from lit.models.verify import model_checks  # prepared towers: sha256 sums, source, activation (lit models prepare)
@@ -348,15 +349,15 @@ def parse_capability(text: str) -> Capability:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="JOB.yaml", help="also check this job's data, run and weights paths")
-    parser.add_argument("overrides", nargs="*", help="config overrides section.key=value")
+    add_job(parser, help="also check this job's data, run and weights paths (then section.key=value overrides)")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON on stdout")
     parser.add_argument("--arch", type=parse_capability, action="append", metavar="CC",
                         help="a compute capability this torch must serve even with no GPU visible (7.0: V100)")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else None
+    job, overrides = job_and_overrides(args)
+    cfg = load_config(job, overrides) if (job or overrides) else None
     checks = run_checks(cfg, targets=args.arch or ())
     if args.json:
         print(json.dumps({"ok": ok(checks), "checks": [asdict(c) for c in checks]}, indent=2))

@@ -10,7 +10,8 @@ import pytest
 
 from launcher.__main__ import main as launch
 from lit.cli import main as lit
-from tests.conftest import REPO
+from lit.config import save_config
+from tests.conftest import REPO, tiny_config
 
 
 def said(capsys: pytest.CaptureFixture[str]) -> str:
@@ -50,3 +51,22 @@ def test_a_failing_preflight_prints_the_doctors_report(tmp_path: Path, capsys: p
     assert launch(["sweep", str(job), "train.seed=1,2", "--sweep-dir", str(tmp_path / "sweep")]) == 1  # a sweep alike
     text = said(capsys)
     assert "FAIL" in text and "nothing was submitted" in text and "Traceback" not in text
+
+
+def test_dry_runs_run_the_submissions_checks(engine_data: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`submit --dry-run` and `resume --dry-run` pass or stop exactly where the real command would, and submit nothing."""
+    cfg = tiny_config(tmp_path / "run", engine_data, ["cluster=debug", "data.workers=0"])
+    job = tmp_path / "job.yaml"
+    save_config(cfg, job)
+    assert launch(["submit", str(job), "--dry-run"]) == 0
+    assert "preflight passed" in said(capsys) and not (tmp_path / "run").exists()
+    (tmp_path / "file").write_text("not a folder")
+    assert launch(["submit", str(job), f"run_dir={tmp_path / 'file'}", "--dry-run"]) == 1  # the real submit refuses it too
+    assert "submit would stop here:" in said(capsys)
+    assert launch(["submit", str(job)]) == 0  # a debug run: trains here
+    capsys.readouterr()
+    assert launch(["resume", str(tmp_path / "run"), "--dry-run", "train.lr=0.5"]) == 2  # a schedule change: refused
+    assert "train.lr: 0.001 → 0.5" in said(capsys)
+    jobs = (tmp_path / "run" / "jobs.jsonl").read_text()
+    assert launch(["resume", str(tmp_path / "run"), "--dry-run", "slurm.time_min=9"]) == 0  # not a schedule change
+    assert "preflight passed" in said(capsys) and (tmp_path / "run" / "jobs.jsonl").read_text() == jobs  # nothing submitted

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from lit.cliargs import add_renamed
 from lit.config import RECIPES, CaptionConfig
 from lit.data.captions import CaptionMaker, print_scores, score_columns
 from lit.data.inat import Category, load_categories_csv, load_categories_json
@@ -25,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=10, help="example captions to show")
     parser.add_argument("--select", action="store_true", help="score metadata column subsets (unique classes, tokens)")
     parser.add_argument("--max-columns", type=int, default=3, help="largest column subset scored by --select")
-    parser.add_argument("--top", type=int, default=15, help="rows of the --select table")
+    parser.add_argument("--rows", type=int, default=15, help="rows of the --select table")
+    add_renamed(parser, "--top", "--rows", dest="rows", type=int)
 
 
 def default_tokenizer() -> tuple[Callable[[str], Sequence[object]] | None, int, str]:
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.select:
         tokenizer, special, name = default_tokenizer()
         scores = score_columns(categories, tokenizer, max_columns=args.max_columns, special_tokens=special)
-        print_scores(scores, console, top=args.top, tokenizer_name=name)
+        print_scores(scores, console, top=args.rows, tokenizer_name=name)
         best = scores[0]
         console.print(f"best: {' + '.join(best.columns)} identifies {best.unique:,} of {best.total:,} classes "
                       f"({best.mean_tokens:.1f} tokens on average)")

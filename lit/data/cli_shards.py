@@ -1,38 +1,45 @@
-"""`lit shards ROOT --split train --out DIR`: captioned webdataset shards of a split (resumable)."""
+"""`lit shards [JOB.yaml] [section.key=value ...] --split train [--out DIR]`: captioned webdataset shards (resumable)."""
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from rich.table import Table
 
-from lit.config import RECIPES, load_config, with_overrides
+from lit.cliargs import add_job, add_progress, add_renamed, job_and_overrides
+from lit.config import load_config
 from lit.data.shards import build_shards
-from lit.log import console
+from lit.log import console, logger
+
+RENAMED = {"--resize": ("shards.resize", int), "--samples-per-shard": ("shards.samples_per_shard", int),
+           "--max-bytes": ("shards.max_bytes", int), "--workers": ("shards.workers", int), "--seed": ("shards.seed", int),
+           "--recipe": ("captions.recipe", str)}
+"""Flags of earlier releases that mirror config keys: still read, as the overrides they stand for."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", nargs="?", help="dataset root in the official layout (default: the config's data.root)")
-    parser.add_argument("--split", default="train", help="annotation file ROOT/SPLIT.json (default: train)")
+    add_job(parser, help="job YAML whose data.root, shards and captions sections apply (default: the embedded demo job), "
+                         "then section.key=value overrides (e.g. data.root=/scratch/inat21 shards.workers=8)")
+    parser.add_argument("--split", default="train", help="annotation file DATA_ROOT/SPLIT.json (default: train)")
     parser.add_argument("--out", help="output folder (default: the config's data.train_shards or data.val_shards)")
-    parser.add_argument("--config", help="job YAML whose `shards` and `captions` sections apply (flags override them)")
-    parser.add_argument("--resize", type=int, help="resize so the short side is N pixels (0: keep the original bytes)")
-    parser.add_argument("--samples-per-shard", type=int, help="most samples in one shard")
-    parser.add_argument("--max-bytes", type=int, help="most bytes in one shard")
-    parser.add_argument("--workers", type=int, help="processes writing shards in parallel")
-    parser.add_argument("--seed", type=int, help="seed of the sample shuffle and of `mixed` captions")
-    parser.add_argument("--recipe", choices=RECIPES, help="caption recipe")
-    parser.add_argument("--no-shuffle", action="store_true", help="keep the annotation file's order")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs)")
+    add_progress(parser)
+    for flag, (key, kind) in RENAMED.items():
+        add_renamed(parser, flag, f"the override {key}=...", dest=key.replace(".", "__"), type=kind)
+    add_renamed(parser, "--no-shuffle", "the override shards.shuffle=false", dest="shards__shuffle", nargs=0, const=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    flags = {"shards.resize": args.resize, "shards.samples_per_shard": args.samples_per_shard,
-             "shards.max_bytes": args.max_bytes, "shards.workers": args.workers, "shards.seed": args.seed,
-             "captions.recipe": args.recipe, "shards.shuffle": False if args.no_shuffle else None}
-    cfg = with_overrides(load_config(args.config), [f"{k}={v}" for k, v in flags.items() if v is not None])
-    root = args.root or cfg.data.root
+    roots = []
+    if args.job is not None and Path(args.job).is_dir():  # the dataset root as the first positional (earlier releases)
+        logger.warning("lit shards ROOT is renamed: give the job file first and the root as data.root=%s", args.job)
+        roots, args.job = [f"data.root={args.job}"], None
+    job, overrides = job_and_overrides(args)
+    overrides = [*roots, *overrides]
+    renamed = [f"{key.replace('__', '.')}={value}" for key, value in vars(args).items() if "__" in key]
+    cfg = load_config(job, [*renamed, *overrides])
+    root = cfg.data.root
     out = args.out or (cfg.data.val_shards if args.split == "val" else cfg.data.train_shards)
     start = time.perf_counter()
     manifest = build_shards(root, args.split, out, cfg.shards, cfg.captions, progress=not args.no_progress)

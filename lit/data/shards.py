@@ -266,7 +266,7 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
     """The manifest of a finished shard build."""
     path = Path(shard_dir) / "manifest.json"
     if not path.is_file():
-        raise DatasetError(path, "not found: the build has not finished; run `lit shards ROOT --out DIR` (it resumes)")
+        raise DatasetError(path, "not found: the build has not finished; run `lit shards JOB.yaml --split SPLIT` again (it resumes)")
     try:
         manifest = json.loads(path.read_text())
     except ValueError as err:

@@ -1,6 +1,6 @@
 """Baselines without training: zero-shot accuracy of a whole pretrained open_clip model, same protocol as ours.
 
-`lit eval --open-clip SPEC --config JOB.yaml` evaluates the model on the job's validation shards
+`lit eval JOB.yaml --open-clip SPEC` evaluates the model on the job's validation shards
 (raw images through the model's own preprocessing) with the job's classes, captions and templates,
 so a report shows what LiT tuning adds over the model it starts from (OpenAI's CLIP ViT-L/14 with
 its own text tower) and over the field's reference (BioCLIP). SPEC is local files, never a download:

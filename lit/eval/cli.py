@@ -1,6 +1,6 @@
-"""`lit eval --checkpoint CKPT [--data VAL_SHARDS] [--templates paper,openai]`: zero-shot accuracy of a checkpoint.
+"""`lit eval RUN [--data VAL_SHARDS] [--templates paper,openai]`: zero-shot accuracy of a run's checkpoint.
 
-`lit eval --open-clip local-dir:DIR --config JOB.yaml`: the same for a whole pretrained open_clip model (a baseline).
+`lit eval JOB.yaml --open-clip local-dir:DIR`: the same for a whole pretrained open_clip model (a baseline).
 
 Runs on every rank when started with torchrun or srun; rank 0 writes results.json and
 plots/accuracy.png and prints the tables (ours beside the paper's Table 1).
@@ -15,27 +15,31 @@ from typing import Any
 
 from rich.console import Console
 
+from lit.cliargs import RUN_HELP, add_progress, add_renamed
 from lit.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", help="checkpoint file, or a run directory (its newest checkpoint)")
-    what.add_argument("--open-clip", metavar="SPEC", help="a whole pretrained open_clip model from local files, as a baseline: "
-                                                          "local-dir:DIR or ARCH:FILE (with --config; lit.eval.baseline)")
-    parser.add_argument("--config", metavar="JOB.yaml", help="with --open-clip: the job whose validation set, classes, "
-                                                             "captions and templates to use")
+    parser.add_argument("target", nargs="?", metavar="RUN | JOB.yaml",
+                        help=f"{RUN_HELP}; with --open-clip, the job whose validation set, classes, captions and templates to use")
+    parser.add_argument("--open-clip", metavar="SPEC", help="a whole pretrained open_clip model from local files, as a baseline: "
+                                                          "local-dir:DIR or ARCH:FILE (lit.eval.baseline)")
     parser.add_argument("--data", help="validation shards (`lit shards`) or their embeddings (`lit embed`); "
                                        "default: the checkpoint config's validation folder")
     parser.add_argument("--templates", help="comma-separated template sets: paper, train, openai, simple, or files "
                                             "(default: the config's eval.templates)")
     parser.add_argument("--out", help="output folder (default: RUN/eval/step-N-TEMPLATES)")
-    parser.add_argument("--subset", type=int, default=0, help="evaluate about this many samples (0: all)")
+    parser.add_argument("--max-samples", type=int, default=0, help="evaluate about this many samples (0: all)")
     parser.add_argument("--batch-size", type=int, help="images per batch on each rank (default: eval.batch_size)")
     parser.add_argument("--workers", type=int, help="data loader workers per rank (default: data.workers)")
     parser.add_argument("--hardest", type=int, help="hardest classes and confused pairs to report (default: eval.hardest)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--quiet", action="store_true", help="write the files, print no tables")
+    parser.add_argument("--no-tables", action="store_true", help="write the files, print no tables")
+    add_progress(parser)
+    add_renamed(parser, "--checkpoint", "the positional RUN", dest="checkpoint_flag")
+    add_renamed(parser, "--config", "the positional JOB.yaml (with --open-clip)", dest="config_flag")
+    add_renamed(parser, "--subset", "--max-samples", dest="max_samples", type=int)
+    add_renamed(parser, "--quiet", "--no-tables", dest="no_tables", nargs=0, const=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,16 +49,19 @@ def run(args: argparse.Namespace) -> int:
     from lit.eval.templates import parse_template_list
 
     templates = parse_template_list(args.templates) if args.templates else None
+    args.target = args.target or getattr(args, "checkpoint_flag", None)
     if args.open_clip:
         result, out = _baseline(args, templates)
     else:
+        if not args.target:
+            raise UsageError("RUN", "name the run (or checkpoint file) to evaluate, or a baseline with --open-clip SPEC JOB.yaml")
         result, out = evaluate_checkpoint(
-            args.checkpoint, args.data, templates, args.out, subset=args.subset, batch_size=args.batch_size,
-            workers=args.workers, hardest=args.hardest, device=args.device, progress=not args.quiet,
+            args.target, args.data, templates, args.out, subset=args.max_samples, batch_size=args.batch_size,
+            workers=args.workers, hardest=args.hardest, device=args.device, progress=not args.no_progress,
         )
     if dist.resolve().is_main:
         console = Console()
-        if not args.quiet:
+        if not args.no_tables:
             print_report(result, console, hardest=min(10, len(result["hardest"])))
         cal = result.get("calibration")
         if cal:
@@ -69,15 +76,16 @@ def _baseline(args: argparse.Namespace, templates: Sequence[str] | None) -> tupl
     from lit.config import load_config, with_overrides
     from lit.eval.baseline import evaluate_open_clip
 
-    if not args.config:
-        raise UsageError("--config", "--open-clip needs the job whose validation set to use: --config JOB.yaml")
-    if args.subset:
-        raise UsageError("--subset", "a baseline is evaluated on the whole validation set: drop --subset")
-    cfg = load_config(args.config)
+    job = getattr(args, "config_flag", None) or args.target
+    if not job:
+        raise UsageError("JOB.yaml", "--open-clip needs the job whose validation set to use: lit eval JOB.yaml --open-clip SPEC")
+    if args.max_samples:
+        raise UsageError("--max-samples", "a baseline is evaluated on the whole validation set: drop --max-samples")
+    cfg = load_config(job)
     sets = [f"eval.templates=[{','.join(templates)}]"] if templates else []
     more = [f"{k}={v}" for k, v in (("eval.batch_size", args.batch_size), ("data.workers", args.workers),
                                     ("eval.hardest", args.hardest)) if v is not None]
     cfg = with_overrides(cfg, sets + more) if sets or more else cfg
     name = args.open_clip.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1] or "open_clip"
     out = Path(args.out) if args.out else Path(cfg.run_dir) / "baselines" / Path(name).stem
-    return evaluate_open_clip(cfg, args.open_clip, out, args.data, args.device, progress=not args.quiet), out
+    return evaluate_open_clip(cfg, args.open_clip, out, args.data, args.device, progress=not args.no_progress), out

@@ -47,12 +47,17 @@ class ProbeSettings:
 
 
 def read_features(folder: ShardFolder) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(features [N, D] fp16, unit-norm; category ids [N]; bad samples) of an embeddings folder (view 0)."""
+    """(features [N, D] fp16, unit-norm; category ids [N]; bad samples) of an embeddings folder (view 0).
+
+    Each row is normalized in float32 and stored in fp16 at once, into a tensor sized from the
+    manifest's count: memory is N x D x 2 bytes (4.1 GB at iNat2021's 2.7M images x 768), never a
+    float32 copy of the whole set.
+    """
     import webdataset as wds
 
-    feats: list[np.ndarray] = []
-    labels: list[int] = []
-    bad = 0
+    feats: torch.Tensor | None = None
+    labels = np.empty(max(1, folder.samples), dtype=np.int64)
+    n = bad = 0
     dataset = wds.WebDataset(folder.urls, shardshuffle=False, empty_check=False).decode()
     for sample in dataset:
         try:
@@ -61,12 +66,18 @@ def read_features(folder: ShardFolder) -> tuple[torch.Tensor, torch.Tensor, int]
         except (KeyError, ValueError, TypeError):
             bad += 1
             continue
-        feats.append(array[0] if array.ndim == 2 else array)
-        labels.append(label)
-    if not feats:
+        row = torch.from_numpy(array[0] if array.ndim == 2 else array)
+        if feats is None:
+            feats = torch.empty(max(1, folder.samples), row.numel(), dtype=torch.float16)
+        if n == len(feats):  # more samples than the manifest said: grow (never expected)
+            feats = torch.cat([feats, torch.empty_like(feats)])
+            labels = np.concatenate([labels, np.empty_like(labels)])
+        feats[n] = F.normalize(row, dim=0).half()
+        labels[n] = label
+        n += 1
+    if feats is None or n == 0:
         raise ConfigError("", "data.train_embeddings", f"{folder.path} holds no readable embeddings: rerun `lit embed`")
-    x = F.normalize(torch.from_numpy(np.stack(feats)), dim=-1).half()
-    return x, torch.tensor(labels), bad
+    return feats[:n], torch.from_numpy(labels[:n].copy()), bad
 
 
 def _targets(labels: torch.Tensor, categories: list[Category], key: str) -> torch.Tensor:

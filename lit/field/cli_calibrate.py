@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from lit.cliargs import add_progress, add_run
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="run directory (its newest checkpoint) or checkpoint file")
+    add_run(parser)
     parser.add_argument("--fit-fraction", type=float, default=0.5,
                         help="share of the validation samples (by key hash) that fit T; the rest measure it")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress(parser, renamed_quiet=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lit.field.calibrate import calibrate, report_rows
 
-    cal, report = calibrate(args.checkpoint, args.fit_fraction, args.device, progress=not args.quiet)
+    cal, report = calibrate(args.run, args.fit_fraction, args.device, progress=not args.no_progress)
     table = Table(title=f"Temperature {cal.temperature:.4f}: fit on {cal.fit_samples}, measured on {cal.heldout_samples} "
                         "held-out validation images")
     for name in ("measure", "before (T=1)", "after"):

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint file or run directory (its newest checkpoint)")
     parser.add_argument("out", help="output folder")
     parser.add_argument("--onnx", action="store_true",
-                        help="write the portable ONNX export (`lit predict --model OUT`, `lit serve OUT`) instead")
+                        help="write the portable ONNX export (`lit predict OUT PHOTOS`, `lit serve OUT`) instead")
     parser.add_argument("--categories", help="with --onnx: the classes to export (default: the config's validation categories)")
     parser.add_argument("--templates", help="with --onnx: comma-separated template sets (default: the config's eval.templates)")
     parser.add_argument("--verify-limit", type=int, default=0,
@@ -43,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
                   f"{check['max_abs_diff']:.2e} of torch's (tolerance {check['tolerance']:.0e}); class scores within "
                   f"{check['score_max_abs_diff']:.2e} (bound {check['score_bound']:.2e}); top-1 identical for "
                   f"{check['top1_same']}/{check['images']} ({check['near_ties']} near-ties within {check['near_tie_margin']:.2e}, "
-                  f"{check['near_tie_top1_differs']} of them flipped)\n  lit predict --model {out} PHOTOS... ; lit serve {out}")
+                  f"{check['near_tie_top1_differs']} of them flipped)\n  lit predict {out} PHOTOS... ; lit serve {out}")
     return 0

@@ -1,13 +1,13 @@
-"""`lit predict --checkpoint RUN | --model EXPORT INPUT... [--out predictions.csv]`: species of many photos.
+"""`lit predict RUN_OR_EXPORT IMAGE... [--out predictions.csv]`: species of many photos.
 
-INPUT is an image file, a folder (searched recursively for image types) or a .txt/.lst file
+RUN_OR_EXPORT is a run folder or checkpoint file (torch), or an ONNX export folder (onnxruntime
+alone: no torch is imported). IMAGE is an image file, a folder (searched recursively for image types) or a .txt/.lst file
 of paths. Images go in batches (`--batch-size`) through DataLoader workers (`--workers`),
 with the EXIF orientation applied. An unreadable or non-image file, or a link to a missing
 one, is skipped, counted and listed in the summary, never stopping the others; the exit code is 0 when every image was
 predicted, 1 when some were skipped, 2 on a usage error. `--subset` restricts the ranked
 classes; `--min-confidence P` makes the answer the deepest rank with probability >= P (else
-`unknown`), with the temperature `lit calibrate` stored. `--model` runs an ONNX export with
-onnxruntime alone (no torch is imported). With a checkpoint, the class embeddings are built on
+`unknown`), with the temperature `lit calibrate` stored. With a checkpoint, the class embeddings are built on
 the first call and kept under RUN/eval/classifiers (lit.eval.classifier_cache).
 """
 
@@ -19,15 +19,16 @@ import os
 
 from rich.console import Console
 
+from lit.cliargs import add_progress, add_renamed
 from lit.data.inat import RANKS
 from lit.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="image files, folders (recursive, by image type) or .txt/.lst files of paths")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="checkpoint file, or a run directory (its newest checkpoint)")
-    source.add_argument("--model", help="an ONNX export folder (`lit export CHECKPOINT OUT --onnx`): onnxruntime only, no torch")
+    parser.add_argument("inputs", nargs="+", metavar="RUN_OR_EXPORT IMAGE",
+                        help="the model (a run folder or checkpoint file: torch; an ONNX export folder from `lit export "
+                             "--onnx`: onnxruntime only, no torch), then image files, folders (recursive, by image type) "
+                             "or .txt/.lst files of paths")
     parser.add_argument("-k", "--top", type=int, default=5, help="how many guesses per image")
     parser.add_argument("--rank", choices=RANKS, default="species",
                         help="rank of the top-k list: probabilities are summed up the tree")
@@ -44,12 +45,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", help="comma-separated template sets (default: the config's eval.templates)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of tables")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress(parser, renamed_quiet=True)
+    add_renamed(parser, "--checkpoint", "the model as the first positional (RUN_OR_EXPORT)", dest="checkpoint")
+    add_renamed(parser, "--model", "the model as the first positional (RUN_OR_EXPORT)", dest="model")
+
+
+def model_and_images(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The model and the images: the first positional and the rest (or every positional after the older --checkpoint/--model)."""
+    named = [v for v in (getattr(args, "checkpoint", None), getattr(args, "model", None)) if v]
+    if len(named) > 1:
+        raise UsageError("--checkpoint/--model", "give one model")
+    if named:
+        return named[0], list(args.inputs)
+    if len(args.inputs) < 2:
+        raise UsageError("IMAGE", f"name the model, then the images: lit predict RUN_OR_EXPORT IMAGE... (got {args.inputs})")
+    return args.inputs[0], list(args.inputs[1:])
 
 
 def run(args: argparse.Namespace) -> int:
     from lit.field.classifier import Classifier
-    from lit.field.engines import load_predictor
     from lit.field.images import discover
     from lit.field.results import check_out, prediction_table, print_summary, row_writer, write_skipped
     from lit.log import console as err_console
@@ -60,18 +74,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size/--workers", f"need a batch size >= 1 and workers >= 0, got {args.batch_size}, {args.workers}")
     if args.out:
         check_out(args.out)
-    paths, skipped = discover(args.images)
+    target, images = model_and_images(args)
+    paths, skipped = discover(images)
     if not paths and not skipped:
-        raise UsageError("IMAGES", f"no image files in {', '.join(args.images)}")
+        raise UsageError("IMAGE", f"no image files in {', '.join(images)}")
     templates = None
     if args.templates:
         from lit.eval.templates import parse_template_list
 
         templates = parse_template_list(args.templates)
-    classifier = Classifier(load_predictor(args.checkpoint, args.model, categories=args.categories, templates=templates,
-                                           device=args.device))
+    classifier = Classifier.load(target, device=args.device, categories=args.categories, templates=templates)
     scorer = classifier.scorer(top=args.top, rank=args.rank, subset=args.subset, min_confidence=args.min_confidence)
-    progress = not args.quiet and len(paths) > args.batch_size
+    progress = not args.no_progress and len(paths) > args.batch_size
     if args.out:
         with row_writer(args.out, args.top) as writer:
             predictions, bad = classifier.predict_files(paths, scorer, batch_size=args.batch_size, workers=args.workers,

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a run directory or checkpoint (torch), or an ONNX export folder (onnxruntime only)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("-k", "--top", type=int, default=5, help="species listed per photo")
+    parser.add_argument("-k", "--top", type=int, default=5, help="how many guesses per photo")
     parser.add_argument("--min-confidence", type=float, default=0.5, metavar="P",
                         help="the answer is the deepest rank with probability >= P, else `unknown`")
     parser.add_argument("--subset", action="append", default=[], metavar="RANK=NAME[,NAME]|CSV",

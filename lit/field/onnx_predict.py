@@ -76,7 +76,7 @@ class OnnxModel:
 
         folder = Path(folder)
         if not is_export(folder):
-            raise ConfigError(str(folder), "--model", f"not an ONNX export (no {MANIFEST} and {ENCODER}): "
+            raise ConfigError(str(folder), "model", f"not an ONNX export (no {MANIFEST} and {ENCODER}): "
                                                       "write one with `lit export CHECKPOINT OUT --onnx`")
         if check:
             check_folder(folder, REQUIRED)
@@ -90,9 +90,9 @@ class OnnxModel:
             preprocess = Preprocessing.of(json.loads((folder / PREPROCESSING).read_text()))
             classes = np.load(folder / CLASSES).astype(np.float32)
         except (OSError, ValueError, KeyError) as err:
-            raise ConfigError(str(folder), "--model", f"a file of the export cannot be read ({err}): export again") from err
+            raise ConfigError(str(folder), "model", f"a file of the export cannot be read ({err}): export again") from err
         if classes.shape[0] != len(categories):
-            raise ConfigError(str(folder), "--model", f"{CLASSES} has {classes.shape[0]} rows for {len(categories)} classes: export again")
+            raise ConfigError(str(folder), "model", f"{CLASSES} has {classes.shape[0]} rows for {len(categories)} classes: export again")
         session = ort.InferenceSession(str(folder / ENCODER), sess_options=session_options(threads),
                                        providers=["CPUExecutionProvider"])
         return cls(folder, session, classes, categories, preprocess, float(manifest["logit_scale"]), manifest)

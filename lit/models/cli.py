@@ -10,24 +10,23 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lit.cliargs import add_job
 from lit.configlib import ConfigError, read_yaml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     prep = sub.add_parser("prepare", help="download the towers the job names, check them, write them with sha256 sums")
-    prep.add_argument("config", metavar="JOB.yaml", help="the job file (its model section names the towers), or a sweep file")
+    add_job(prep, required=True, help="the job file (its model section names the towers), or a sweep file")
     prep.add_argument("--member", action="append", default=[], help="of a sweep file: only this member (repeatable)")
-    prep.add_argument("overrides", nargs="*", help="config overrides section.key=value")
     prep.add_argument("--cache-dir", default=None,
                       help="download cache of open_clip and huggingface_hub (default: huggingface_hub's, $HF_HUB_CACHE or "
                            "~/.cache/huggingface/hub); with HF_HUB_OFFLINE=1 nothing is downloaded")
     prep.add_argument("--force", action="store_true", help="replace existing files that were not written by lit models prepare")
     prep.add_argument("--images", type=int, default=4, help="generated images on which the features are compared (default 4)")
     ver = sub.add_parser("verify", help="check the prepared files against their sha256 sums (what the job's preflight does)")
-    ver.add_argument("config", metavar="JOB.yaml", help="the job file, or a sweep file (every member)")
+    add_job(ver, required=True, help="the job file, or a sweep file (every member)")
     ver.add_argument("--member", action="append", default=[], help="of a sweep file: only this member (repeatable)")
-    ver.add_argument("overrides", nargs="*", help="config overrides section.key=value")
 
 
 def sweep_jobs(path: str, overrides: list[str], only: list[str]) -> list[tuple[str, str, list[str]]] | None:
@@ -57,12 +56,12 @@ def run(args: argparse.Namespace) -> int:
     from lit.log import logger
 
     try:
-        members = sweep_jobs(args.config, list(args.overrides), list(args.member))
+        members = sweep_jobs(args.job, list(args.overrides), list(args.member))
     except ConfigError as err:
         logger.error("models: %s", err)
         return 2
     if members is None:
-        return _run_job(args, args.config, list(args.overrides))
+        return _run_job(args, args.job, list(args.overrides))
     texts: set[tuple[str, str]] = set()
     status = 0
     for label, job, overrides in members:
@@ -115,7 +114,7 @@ def _run_job(args: argparse.Namespace, job_file: str, job_overrides: list[str], 
         library = "timm" if cfg.model.image_pretrained.startswith("timm:") else "open_clip"
         console.print(f"image features equal {library}'s own pretrained model on {prepared.images} generated images "
                       f"(max |difference| {prepared.feature_diff:.2e}); image tower fingerprint {prepared.fingerprint[:12]}")
-    preflight = f"lit models verify {job}" if label else f"lit doctor --config {job}, or lit models verify"
+    preflight = f"lit models verify {job}" if label else f"lit doctor {job}, or lit models verify"
     console.print(f"the job's preflight ({escape(preflight)}) checks these sums; "
                   "bind the folders into the container (container.binds)")
     return 0

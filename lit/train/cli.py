@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from lit.cliargs import add_job, job_and_overrides
 from lit.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", help="job YAML (default: the embedded demo config)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    add_job(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from lit.train.run import run as train
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config:  # only overrides were given
-        config, overrides = None, [config, *overrides]
-    return train(load_config(config, overrides))
+    return train(load_config(*job_and_overrides(args)))

@@ -126,5 +126,5 @@ def test_score_columns_counts_unique_classes_and_tokens(toy: dict[int, Category]
 
 
 def test_captions_cli_selects_with_the_default_tokenizer(toy_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert lit_main(["captions", str(toy_root), "--split", "val", "--select", "--n", "3", "--top", "3"]) == 0
-    assert lit_main(["captions", "--recipe", "mixed"]) == 1  # neither ROOT nor --categories-csv
+    assert lit_main(["captions", str(toy_root), "--split", "val", "--select", "--n", "3", "--rows", "3"]) == 0
+    assert lit_main(["captions", "--recipe", "mixed"]) == 2  # neither ROOT nor --categories-csv: a usage error

@@ -157,7 +157,7 @@ def test_bad_json_stops_before_any_shard_is_written(toy_root: Path, tmp_path: Pa
     assert str(root / "val.json") in str(err.value)
     assert not (tmp_path / "out").exists()
     (root / "val.json").write_text('{"images": [], "categories": [}')
-    assert lit_main(["shards", str(root), "--split", "val", "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    assert lit_main(["shards", str(root), "--split", "val", "--out", str(tmp_path / "out"), "--no-progress"]) == 2  # data error
     assert not (tmp_path / "out").exists()
 
 
@@ -203,6 +203,11 @@ def test_cli_flags_override_the_config(toy_root: Path, tmp_path: Path) -> None:
     assert code == 0 and manifest["recipe"] == "common" and manifest["seed"] == 5
     assert manifest["samples_per_shard"] == 40 and manifest["shuffle"] is False
     assert os.path.isfile(out / "categories.json")
+    # today's form: the job first, then overrides; the flags above are its older spelling, read with a warning
+    new = tmp_path / "new"
+    assert lit_main(["shards", str(job), f"data.root={toy_root}", "shards.samples_per_shard=40", "--split", "val", "--out",
+                     str(new), "shards.workers=1", "shards.shuffle=false", "--no-progress"]) == 0
+    assert [s["sha256"] for s in read_manifest(new)["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
 
 def test_read_manifest_errors_name_the_fix(tmp_path: Path) -> None:

@@ -36,8 +36,8 @@ def test_baseline_arguments_are_checked(tmp_path: Path, toy_val: Path, config_fo
                                         capsys: pytest.CaptureFixture[str]) -> None:
     save_config(config_for(tmp_path / "run", toy_val), tmp_path / "job.yaml")
     assert main(["eval", "--open-clip", f"local-dir:{tmp_path}"]) == 2
-    assert "--config JOB.yaml" in capsys.readouterr().err
-    assert main(["eval", "--open-clip", f"local-dir:{tmp_path}", "--config", str(tmp_path / "job.yaml")]) == 2
+    assert "lit eval JOB.yaml --open-clip SPEC" in " ".join(capsys.readouterr().err.split())
+    assert main(["eval", str(tmp_path / "job.yaml"), "--open-clip", f"local-dir:{tmp_path}"]) == 2
     assert "no open_clip_config.json" in capsys.readouterr().err
     assert main(["eval", "--open-clip", "ViT-L-14:/nowhere/weights.pt", "--config", str(tmp_path / "job.yaml")]) == 2
     assert "nothing is downloaded" in capsys.readouterr().err

@@ -173,8 +173,9 @@ def test_slurm_parameters() -> None:
 
 
 def test_dry_run_of_the_paper_jobs_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["submit", str(PAPER[1]), "--dry-run"]) == 0
+    assert main(["submit", str(PAPER[1]), "--dry-run"]) == 2  # what the submission would say: no image on this machine
     text = capsys.readouterr().out
+    assert "submit would stop here:" in text and "container.image" in text
     assert text.startswith("# pipeline of inat21-vitl14-warmup1000: shards → embed → train → eval")
     shards, embed, train, evaluate = text.split("## stage ")[1:]
     assert "#SBATCH --cpus-per-task=32" in shards and "--gpus-per-node" not in shards and "#SBATCH --time=240" in shards
@@ -184,7 +185,7 @@ def test_dry_run_of_the_paper_jobs_pipeline(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_dry_run_of_the_paper_jobs_training(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["submit", str(PAPER[1]), "--dry-run", "--stages", "train"]) == 0
+    assert main(["submit", str(PAPER[1]), "--dry-run", "--stages", "train"]) == 2
     text = capsys.readouterr().out
     for line in ("#SBATCH --nodes=2", "#SBATCH --gpus-per-node=8", "#SBATCH --ntasks-per-node=8",
                  "#SBATCH --signal=USR2@300", "#SBATCH --time=1440", "#SBATCH --requeue",
@@ -198,14 +199,15 @@ def test_dry_run_of_the_paper_jobs_training(capsys: pytest.CaptureFixture[str]) 
             "/scratch/inat21/runs/inat21-vitl14-warmup1000/slurm") in srun
     assert "MASTER_ADDR: first host of the allocation" in text and "backend: nccl" in text
     assert "world size: 16" in text and "cuda:7" in text
-    assert "submit would stop here: container.image" in text  # no image on this machine: reported, not fatal
+    assert "submit would stop here:" in text and "container.image" in text  # the preflight's refusal, after the script
 
 
 def test_dry_run_applies_overrides_and_submits_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = tmp_path / "run"
-    assert main(["submit", str(JOBS / "slurm-cpu-toy.yaml"), f"run_dir={run_dir}", "slurm.time_min=7",
-                 "slurm.partition=low", "--dry-run"]) == 0
+    code = main(["submit", str(JOBS / "slurm-cpu-toy.yaml"), f"run_dir={run_dir}", "slurm.time_min=7",
+                 "slurm.partition=low", "--dry-run"])
     text = capsys.readouterr().out
+    assert code != 0 and "submit would stop here:" in text  # its toy shards are not made here: the preflight says so
     assert "#SBATCH --time=7" in text and "#SBATCH --partition=low" in text and "--gpus-per-node" not in text
     assert f"{run_dir}/slurm/%j_%t_log.out" in text and "backend: gloo" in text
     assert not run_dir.exists()
