@@ -1,4 +1,4 @@
-"""`lit export CHECKPOINT OUT [--onnx]`: weights and config that plain open_clip loads, or with --onnx a folder onnxruntime runs.
+"""`lit export RUN OUT [--onnx]`: weights and config that plain open_clip loads, or with --onnx a folder onnxruntime runs.
 
 Without --onnx, OUT holds open_clip_config.json and open_clip_pytorch_model.bin
 (lit.field.open_clip_export). The `--onnx` folder (lit.field.onnx_export) holds the image
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 
+from lit.cliargs import add_run
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint file or run directory (its newest checkpoint)")
+    add_run(parser)
     parser.add_argument("out", help="output folder")
     parser.add_argument("--onnx", action="store_true",
                         help="write the portable ONNX export (`lit predict OUT PHOTOS`, `lit serve OUT`) instead")
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.onnx:
         from lit.field.open_clip_export import WEIGHTS_NAME, export
 
-        folder = export(args.checkpoint, args.out)
+        folder = export(args.run, args.out)
         console.print(f"exported to {folder}\n  open_clip.create_model_and_transforms('local-dir:{folder}')\n"
                       f"  or, for an open_clip architecture: pretrained='{folder / WEIGHTS_NAME}'")
         return 0
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from lit.field.onnx_export import export_onnx
 
     templates = parse_template_list(args.templates) if args.templates else None
-    out, check = export_onnx(args.checkpoint, args.out, categories=args.categories, templates=templates,
+    out, check = export_onnx(args.run, args.out, categories=args.categories, templates=templates,
                              verify_limit=args.verify_limit)
     console.print(f"ONNX export → {out}\n  verified on {check['images']} validation images: embeddings within "
                   f"{check['max_abs_diff']:.2e} of torch's (tolerance {check['tolerance']:.0e}); class scores within "

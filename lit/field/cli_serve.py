@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 from typing import TYPE_CHECKING
 
+from lit.cliargs import RUN_HELP, add_run
 from lit.errors import UsageError
 
 if TYPE_CHECKING:  # FastAPI only when serving: `lit --help` stays fast
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # FastAPI only when serving: `lit --help` stays fast
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", help="a run directory or checkpoint (torch), or an ONNX export folder (onnxruntime only)")
+    add_run(parser, metavar="RUN_OR_EXPORT", help=f"{RUN_HELP} (torch), or an ONNX export folder (onnxruntime only)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("-k", "--top", type=int, default=5, help="how many guesses per photo")
@@ -42,7 +43,7 @@ def build_service(args: argparse.Namespace) -> Service:
 
     if args.decode_slots < 1:
         raise UsageError("--decode-slots", f"must be >= 1, got {args.decode_slots}")
-    classifier = Classifier.load(args.target, device=args.device)
+    classifier = Classifier.load(args.run, device=args.device)
     scorer = classifier.scorer(top=args.top, subset=args.subset, min_confidence=args.min_confidence)
     return Service(classifier.predictor, scorer, max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
                    decode_slots=args.decode_slots)
