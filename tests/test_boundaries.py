@@ -39,7 +39,7 @@ LIT_LAYERS: Layers = (  # top → bottom
     ("checkpoints, model preparation", frozenset({"lit.checkpoint", "lit.models"})),
     ("data, model", frozenset({"lit.data", "lit.model"})),
     ("base", frozenset({"lit.config", "lit.configlib", "lit.errors", "lit.io", "lit.log", "lit.dist", "lit.signals",
-                        "lit.plots", "lit.runlog", "lit.checklist"})),
+                        "lit.plots", "lit.runlog", "lit.checklist", "lit.cliargs"})),
 )
 
 KNOWN_LIT_CYCLES: frozenset[tuple[str, str]] = frozenset()
