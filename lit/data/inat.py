@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from lit.data.places import NOWHERE, Place, record_place
 from lit.errors import DataError
 
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
@@ -80,13 +81,15 @@ class Category:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One annotated image: its id, path relative to the dataset root, label and size."""
+    """One annotated image: its id, path relative to the dataset root, label, size and where and when it was taken."""
 
     id: int
     file_name: str
     category_id: int
     width: int
     height: int
+    place: Place = NOWHERE
+    """Latitude, longitude, day of year (NaN where the record has none or they are unusable)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class Split:
     images: tuple[ImageRecord, ...]
     source_sha256: str
     annotation_file: Path = field(default=Path(), compare=False)
+    unplaced: Mapping[str, int] = field(default_factory=dict, compare=False)
+    """Images whose coordinates are unusable, counted by reason ("no coordinates", "latitude 95.0 is outside -90..90", ...)."""
 
     @cached_property
     def category_by_id(self) -> Mapping[int, Category]:
@@ -217,11 +222,11 @@ def _check_image(raw: Any, i: int, source: str, images: Mapping[int, Any]) -> tu
     return iid, name, int(size[0]), int(size[1])
 
 
-def _parse_images(raw: Any, source: str) -> dict[int, tuple[int, str, int, int]]:
-    """image id -> (index, file_name, width, height)."""
+def _parse_images(raw: Any, source: str, unplaced: dict[str, int]) -> dict[int, tuple[int, str, int, int, Place]]:
+    """image id -> (index, file_name, width, height, place); images without a usable place are counted in `unplaced`."""
     if not isinstance(raw, list):
         raise DatasetError(source, f"expected a list, got {type(raw).__name__}", "", "images")
-    images: dict[int, tuple[int, str, int, int]] = {}
+    images: dict[int, tuple[int, str, int, int, Place]] = {}
     for i, img in enumerate(raw):
         try:  # the common case, checked fast; anything unusual gets the detailed check
             iid, name, w, h = img["id"], img["file_name"], img.get("width"), img.get("height")
@@ -231,7 +236,11 @@ def _parse_images(raw: Any, source: str) -> dict[int, tuple[int, str, int, int]]
             ok = False
         if not ok:
             iid, name, w, h = _check_image(img, i, source, images)
-        images[iid] = (i, name, w, h)
+        place, problem = record_place(img)
+        if problem:
+            reason = problem if problem in ("no coordinates", "not a record") else "unusable coordinates"
+            unplaced[reason] = unplaced.get(reason, 0) + 1
+        images[iid] = (i, name, w, h, place)
     return images
 
 
@@ -285,13 +294,15 @@ def load_split(root: str | Path, split: str) -> Split:
         raise DatasetError(path, "expected a list", "", "categories")
     categories = tuple(parse_category(r, source, i) for i, r in enumerate(data["categories"]))
     _check_unique_ids(categories, source)
-    images = _parse_images(data["images"], source)
+    unplaced: dict[str, int] = {}
+    images = _parse_images(data["images"], source, unplaced)
     labels = _parse_annotations(data["annotations"], source, images, {c.id for c in categories})
     records = tuple(
-        ImageRecord(id=iid, file_name=name, category_id=labels[iid], width=w, height=h)
-        for iid, (_, name, w, h) in images.items()
+        ImageRecord(id=iid, file_name=name, category_id=labels[iid], width=w, height=h, place=place)
+        for iid, (_, name, w, h, place) in images.items()
     )
-    return Split(name=split, root=root, categories=categories, images=records, source_sha256=sha, annotation_file=path)
+    return Split(name=split, root=root, categories=categories, images=records, source_sha256=sha, annotation_file=path,
+                 unplaced=unplaced)
 
 
 __all__ = [
