@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shards": ("lit.data.cli_shards", "write captioned webdataset shards from a dataset split"),
     "embed": ("lit.data.cli_embed", "cache the frozen image tower's embeddings of a set of shards"),
     "train": ("lit.train.cli", "LiT-train a model from a job YAML"),
+    "prior": ("lit.prior.cli", "learn where and when each species is seen (a location prior), or map one species' range"),
     "export": ("lit.field.cli_export", "export a checkpoint as weights open_clip loads directly, or with --onnx for onnxruntime"),
     "eval": ("lit.eval.cli", "zero-shot top-1/top-5 and per-rank accuracy of a checkpoint"),
     "probe": ("lit.eval.cli_probe", "a linear probe (supervised ceiling) on a job's cached embeddings, reported as zero-shot is"),

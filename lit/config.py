@@ -252,6 +252,50 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class PriorConfig:
+    """The location prior (`lit prior`): p(species | latitude, longitude, day of year) learned from the annotations."""
+
+    split: str = "train"
+    """Annotation file of data.root it learns from (its images' latitude, longitude and date)."""
+    out: str = ""
+    """Folder of the prior, its checkpoint and metrics (empty: RUN_DIR/prior)."""
+    use_date: bool = True
+    """Also encode the day of year (on a circle); a photo without a date is answered from place alone."""
+    date_dropout: float = 0.2
+    """Fraction of training observations whose date is hidden, so the prior also answers without one."""
+    width: int = 256
+    """Width of the coordinate network's residual layers."""
+    depth: int = 4
+    """Residual blocks of the coordinate network."""
+    epochs: int = 10
+    """Passes over the located training images."""
+    batch_size: int = 2048
+    """Observations per step (each paired with a random background location)."""
+    lr: float = 5.0e-4
+    """Adam learning rate (SINR's)."""
+    lr_decay: float = 0.98
+    """Learning rate factor per epoch."""
+    pos_weight: float = 2048.0
+    """Weight of an observation's own species against the assumed negatives (SINR's lambda)."""
+    seed: int = 0
+    """Seed of initialisation, order, background locations and date dropout (a re-run is identical)."""
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    """Where it trains (the network is small: the CPU is enough for the toy sets)."""
+    threads: int = 0
+    """CPU threads (0: torch's default)."""
+
+    def validate(self) -> None:
+        _check(bool(self.split.strip()), "split", "must name an annotation file of data.root (train, train_mini, val)")
+        _check(0.0 <= self.date_dropout < 1.0, "date_dropout", f"must be in [0, 1), got {self.date_dropout}")
+        for key in ("width", "depth", "epochs", "batch_size"):
+            _check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(0.0 < self.lr_decay <= 1.0, "lr_decay", f"must be in (0, 1], got {self.lr_decay}")
+        _check(self.pos_weight > 0, "pos_weight", f"must be > 0, got {self.pos_weight}")
+        _check(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
+
+
+@dataclass(frozen=True)
 class SlurmConfig:
     """Resources asked of SLURM (cluster: slurm) or of the local executor."""
 
@@ -446,6 +490,8 @@ class Config:
     """Checkpoints."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Zero-shot evaluation."""
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    """Location prior."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     """Resources."""
     container: ContainerConfig = field(default_factory=ContainerConfig)
@@ -513,6 +559,6 @@ def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
 
 __all__ = [
     "CaptionConfig", "CheckpointConfig", "Config", "ConfigError", "ContainerConfig", "DataConfig",
-    "EvalConfig", "ModelConfig", "PipelineConfig", "STAGES", "ShardConfig", "SlurmConfig", "StageConfig", "TrainConfig", "config_from_dict",
+    "EvalConfig", "ModelConfig", "PipelineConfig", "PriorConfig", "STAGES", "ShardConfig", "SlurmConfig", "StageConfig", "TrainConfig", "config_from_dict",
     "dump_config", "load_config", "replace", "save_config", "with_overrides",
 ]

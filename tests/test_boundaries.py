@@ -32,11 +32,11 @@ LAUNCHER_LAYERS: Layers = (  # top → bottom; a module belongs to the layer tha
 
 LIT_LAYERS: Layers = (  # top → bottom
     ("command line, the package's API (lit.Classifier)", frozenset({"lit", "lit.__main__", "lit.cli", "lit.configdoc",
-                                                                   "lit.models.cli"})),
+                                                                   "lit.models.cli", "lit.prior.cli"})),
     ("field use, stages, doctor", frozenset({"lit.field", "lit.stages", "lit.doctor"})),
     ("training", frozenset({"lit.train"})),
     ("evaluation", frozenset({"lit.eval"})),
-    ("checkpoints, model preparation", frozenset({"lit.checkpoint", "lit.models"})),
+    ("checkpoints, model preparation, the location prior", frozenset({"lit.checkpoint", "lit.models", "lit.prior"})),
     ("data, model", frozenset({"lit.data", "lit.model"})),
     ("base", frozenset({"lit.config", "lit.configlib", "lit.errors", "lit.io", "lit.log", "lit.dist", "lit.signals",
                         "lit.plots", "lit.runlog", "lit.checklist", "lit.cliargs"})),
