@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from lit import signals
 from lit.cliargs import add_job, add_progress, job_and_overrides
 from lit.config import load_config
 from lit.data.inat import load_split
@@ -37,7 +38,15 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--map-date", f"{args.map_date!r} is not a date: give YYYY-MM-DD")
         day = parsed
     console = Console()
-    summary = train_prior(cfg, progress=not args.no_progress)
+    previous = signals.install()
+    try:
+        summary = train_prior(cfg, should_stop=signals.requested, progress=not args.no_progress)
+    finally:
+        signals.restore(previous)
+    if summary.get("stopped"):
+        console.print(f"prior: stopped ({signals.reason()}) at epoch {summary['epoch']}, step {summary['step']}; "
+                      "the same command goes on from there")
+        return signals.EXIT_PREEMPTED
     path = prior_dir(cfg) / PRIOR_FILE
     console.print(f"prior: {path} ({summary.get('observations', '?')} located images; "
                   f"{summary.get('skipped', 0)} skipped without usable coordinates)")
