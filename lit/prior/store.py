@@ -34,6 +34,12 @@ def prior_dir(cfg: Config) -> Path:
     return Path(cfg.prior.out) if cfg.prior.out else Path(cfg.run_dir) / "prior"
 
 
+def find_prior(cfg: Config) -> Path | None:
+    """The job's trained prior file, or None when it has none."""
+    path = prior_dir(cfg) / PRIOR_FILE
+    return path if path.is_file() else None
+
+
 @dataclass
 class Prior:
     """A loaded prior: its network (eval mode) and the species of its outputs, in order."""
@@ -94,4 +100,4 @@ def save_prior(path: Path, net: PriorNet, category_ids: Sequence[int], names: Se
     return path
 
 
-__all__ = ["CHECKPOINT_FILE", "FORMAT", "PRIOR_FILE", "Prior", "prior_dir", "save_prior"]
+__all__ = ["CHECKPOINT_FILE", "FORMAT", "PRIOR_FILE", "Prior", "find_prior", "prior_dir", "save_prior"]
