@@ -182,6 +182,10 @@ class Calibration:
     nll_before: float | None = None
     nll_after: float | None = None
     coverage: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    prior_weight: float | None = None
+    """The location prior's weight fit with T (None: the run had no prior when calibrated)."""
+    prior: dict[str, Any] = field(default_factory=dict)
+    """The prior's fit and held-out measures (samples located, NLL and ECE with and without it)."""
 
     def save(self, folder: str | Path) -> Path:
         return write_json(Path(folder) / FILE, asdict(self))
@@ -212,6 +216,16 @@ def temperature_for(folder: str | Path, checkpoint: str | None = None, step: int
     return float(cal.temperature)
 
 
+def prior_weight_for(folder: str | Path, checkpoint: str | None = None, step: int | None = None) -> float | None:
+    """The stored prior weight of `folder`, under the same rule as `temperature_for` (None: none fit for this checkpoint)."""
+    cal = Calibration.read(Path(folder) / FILE)
+    if cal is None or cal.prior_weight is None:
+        return None
+    if checkpoint is not None and (Path(cal.checkpoint).name != Path(checkpoint).name or cal.step != step):
+        return None
+    return float(cal.prior_weight)
+
+
 def measure(source: LogitSource, taxonomy: Taxonomy, temperature: float,
             rows: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, Any], float]:
     """ECE (percent) at species and genus, their coverage curves and the NLL at temperature T, over `rows` (one pass)."""
@@ -233,4 +247,4 @@ def measure(source: LogitSource, taxonomy: Taxonomy, temperature: float,
 
 
 __all__ = ["BINS", "CHUNK_VALUES", "FILE", "THRESHOLDS", "Calibration", "EmbeddedImages", "LogitSource", "Logits", "coverage_curve",
-           "expected_calibration_error", "fit_temperature", "measure", "nll", "rank_confidence", "temperature_for"]
+           "expected_calibration_error", "fit_temperature", "measure", "nll", "prior_weight_for", "rank_confidence", "temperature_for"]
