@@ -11,6 +11,7 @@ from rich.table import Table
 
 from lit.eval.paper import PAPER_TABLE, PaperRow
 from lit.eval.templates import label
+from lit.eval.with_prior import prior_table
 from lit.plots import plt, save_figure
 
 
@@ -64,6 +65,9 @@ def print_report(result: dict[str, Any], console: Console, hardest: int = 20) ->
     """All tables of an evaluation."""
     console.print(comparison_table(result))
     console.print(breakdown_table(result))
+    table = prior_table(result)
+    if table is not None:
+        console.print(table)
     if hardest > 0:
         console.print(hardest_table(result, hardest))
 

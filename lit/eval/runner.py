@@ -42,6 +42,7 @@ from lit.eval.calibration import FILE, Calibration
 from lit.eval.metrics import Counts, label_lookup, summarize, to_class_index
 from lit.eval.paper import paper_table
 from lit.eval.templates import resolve_templates
+from lit.eval.with_prior import PriorScoring
 from lit.eval.zeroshot import build_classifier
 from lit.io import write_json
 from lit.log import console, logger
@@ -113,9 +114,9 @@ def image_features(model: torch.nn.Module, images: torch.Tensor, cached: bool, p
 @torch.no_grad()
 def count_predictions(
     cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistInfo, classifier: torch.Tensor,
-    categories: Sequence[Category], subset: int = 0, progress: bool = False,
+    categories: Sequence[Category], subset: int = 0, progress: bool = False, prior: PriorScoring | None = None,
 ) -> tuple[Counts, int, list[int]]:
-    """This rank's counts, bad samples, and labels missing from the categories (not reduced)."""
+    """This rank's counts, bad samples, and labels missing from the categories (not reduced); `prior` counts its own."""
     device = classifier.device
     cached = cfg.data.image_source == "cached"
     lookup, taxon_ids = label_lookup(categories).to(device), torch.as_tensor(Taxonomy.of(categories).ids, device=device)
@@ -134,7 +135,12 @@ def count_predictions(
             if not bool(known.all()):
                 unknown.update(int(v) for v in labels[~known].tolist())
             feats = image_features(built.model, batch["images"].to(device, non_blocking=True), cached, cfg.train.precision)
-            counts.add(feats[known] @ classifier.T, targets[known], taxon_ids)
+            sims = feats[known] @ classifier.T
+            counts.add(sims, targets[known], taxon_ids)
+            if prior is not None:
+                places = batch.get("places")
+                places = torch.full((len(labels), 3), float("nan")) if places is None else places
+                prior.add(sims, places.to(device)[known], targets[known], taxon_ids)
             bar.advance(task, len(labels))
     return counts, bad, sorted(unknown)
 
@@ -162,7 +168,9 @@ def evaluate_model(
         device = next(model.parameters()).device
         classifier = build_classifier(model, built.tokenizer, categories, sets, device=device,
                                       rank=info.rank, world=info.world_size)
-        local, bad, unknown = count_predictions(cfg, built, folder, info, classifier, categories, subset, progress)
+        scale = float(clip_api(model).logit_scale.detach().exp())
+        prior = PriorScoring.of(cfg, categories, scale, checkpoint, device)
+        local, bad, unknown = count_predictions(cfg, built, folder, info, classifier, categories, subset, progress, prior)
     finally:
         model.train(was_training)
     counts = local.reduce()
@@ -174,6 +182,8 @@ def evaluate_model(
         raise ConfigError("", key, f"no samples were evaluated from {folder.path} ({int(flags[0])} bad samples): "
                                    "check the shards (`lit shards` rebuilds them)")
     result = summarize(counts, categories, Taxonomy.of(categories), cfg.eval.hardest)
+    if prior is not None:
+        result["prior"] = prior.summary(result, categories, Taxonomy.of(categories), cfg.eval.hardest)
     result.update(
         bad_samples=int(flags[0]),
         seconds=round(time.perf_counter() - start, 2),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,9 +23,12 @@ from lit.data.taxonomy import Taxonomy
 from lit.errors import UsageError
 from lit.eval.calibration import Calibration, EmbeddedImages, fit_temperature, measure
 from lit.eval.metrics import label_lookup, to_class_index
+from lit.eval.prior_weight import Weighed, fit_prior_weight, top1
 from lit.eval.runner import check_val_cache, image_features, val_folder
 from lit.field.torch_model import CheckpointModel
 from lit.log import console, logger
+from lit.prior.combine import DEFAULT_WEIGHT
+from lit.prior.store import Prior, find_prior
 
 
 def is_fit_key(key: str, fraction: float) -> bool:
@@ -33,8 +37,8 @@ def is_fit_key(key: str, fraction: float) -> bool:
 
 
 @torch.no_grad()
-def validation_images(model: CheckpointModel, progress: bool = True) -> tuple[EmbeddedImages, list[str]]:
-    """Every validation sample of the run's config as unit-norm embeddings with its class index, and the keys.
+def validation_images(model: CheckpointModel, progress: bool = True) -> tuple[EmbeddedImages, list[str], np.ndarray]:
+    """Every validation sample of the run's config as unit-norm embeddings with its class index, the keys and places [N, 3].
 
     Memory grows with images x embedding width, not with images x classes: logits are made later,
     a chunk at a time (lit.eval.calibration).
@@ -48,7 +52,7 @@ def validation_images(model: CheckpointModel, progress: bool = True) -> tuple[Em
     pipeline = eval_pipeline(stream, rank=0, world=1, batch_size=cfg.eval.batch_size)
     loader = make_loader(pipeline, min(cfg.data.workers, len(folder.urls)), seed=cfg.train.seed)
     lookup = label_lookup(model.categories)
-    embeddings, targets, keys = [], [], []
+    embeddings, targets, keys, places = [], [], [], []
     bar = Progress(TextColumn("[bold]calibration logits"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, disable=not progress)
     with bar:
@@ -63,11 +67,13 @@ def validation_images(model: CheckpointModel, progress: bool = True) -> tuple[Em
             embeddings.append(feats.cpu().numpy().astype(np.float32))
             targets.append(index.numpy())
             keys += list(batch["keys"])
+            where = batch.get("places")
+            places.append(np.full((len(index), 3), np.nan, np.float32) if where is None else where.numpy().astype(np.float32))
             bar.advance(task, len(index))
     if not embeddings:
         raise ConfigError("", key, f"no validation samples could be read from {folder.path}")
     images = EmbeddedImages(np.concatenate(embeddings), model.classifier.cpu().numpy(), model.logit_scale, np.concatenate(targets))
-    return images, keys
+    return images, keys, np.concatenate(places)
 
 
 def calibrate(checkpoint: str | Path, fraction: float = 0.5, device: str = "auto", progress: bool = True) -> tuple[Calibration, Path]:
@@ -75,7 +81,7 @@ def calibrate(checkpoint: str | Path, fraction: float = 0.5, device: str = "auto
     if not 0.0 < fraction < 1.0:
         raise UsageError("fraction", f"must be between 0 and 1 (exclusive), got {fraction}")
     model = CheckpointModel.load(checkpoint, device=device)
-    images, keys = validation_images(model, progress)
+    images, keys, places = validation_images(model, progress)
     fit = np.array([is_fit_key(k, fraction) for k in keys], dtype=bool)
     if fit.sum() < 2 or (~fit).sum() < 2:
         raise UsageError("fraction", f"{len(keys)} validation samples give {int(fit.sum())} to fit and "
@@ -92,6 +98,9 @@ def calibrate(checkpoint: str | Path, fraction: float = 0.5, device: str = "auto
         coverage={f"{rank}_{when}": curve for when, curves in (("before", curve_before), ("after", curve_after))
                   for rank, curve in curves.items()},
     )
+    prior_path = find_prior(model.cfg)
+    if prior_path is not None:
+        cal.prior_weight, cal.prior = calibrate_prior(Prior.load(prior_path), model, images, places, fit, temperature, taxonomy)
     cal.save(model.run_dir)
     report = model.run_dir / "eval" / "calibration"
     cal.save(report)
@@ -99,6 +108,38 @@ def calibrate(checkpoint: str | Path, fraction: float = 0.5, device: str = "auto
     logger.info("temperature %.4f fit on %d samples; held-out ECE species %.2f%% → %.2f%%, genus %.2f%% → %.2f%%",
                 temperature, cal.fit_samples, ece_before["species"], ece_after["species"], ece_before["genus"], ece_after["genus"])
     return cal, report
+
+
+def calibrate_prior(prior: Prior, model: CheckpointModel, images: EmbeddedImages, places: np.ndarray, fit: np.ndarray,
+                    temperature: float, taxonomy: Taxonomy) -> tuple[float | None, dict[str, Any]]:
+    """The prior's weight fit on the fitting half's located samples; NLL, ECE and top-1 with and without it held out."""
+    columns = prior.columns([c.id for c in model.categories])
+    where = ~(np.isnan(places[:, 0]) | np.isnan(places[:, 1]))
+
+    def log_prior(rows: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(rows), len(model.categories)))
+        inside = where[rows]
+        if inside.any():
+            out[inside] = prior.log_presence(torch.from_numpy(places[rows[inside]]), columns).double().numpy()
+        return out
+
+    fit_rows, held = np.flatnonzero(fit & where), np.flatnonzero(~fit & where)
+    info: dict[str, Any] = {"prior": str(prior.path), "located_fit": len(fit_rows), "located_heldout": len(held),
+                            "unlocated": int((~where).sum())}
+    if len(fit_rows) < 2 or len(held) < 2:
+        logger.warning("the validation set has %d located samples to fit the prior's weight on and %d to hold out (both "
+                       "need 2): its weight stays unfit (%.1f)", len(fit_rows), len(held), DEFAULT_WEIGHT)
+        return None, info
+    weight = fit_prior_weight(images, fit_rows, temperature, log_prior)
+    alone, weighed = Weighed(images, temperature, 0.0, log_prior), Weighed(images, temperature, weight, log_prior)
+    ece_alone, _, nll_alone = measure(alone, taxonomy, 1.0, held)
+    ece_with, _, nll_with = measure(weighed, taxonomy, 1.0, held)
+    info.update(weight=round(weight, 5), nll_image_only=round(nll_alone, 5), nll_with_prior=round(nll_with, 5),
+                ece_image_only=ece_alone, ece_with_prior=ece_with, top1_image_only=top1(alone, held),
+                top1_with_prior=top1(weighed, held))
+    logger.info("prior weight %.3f fit on %d located samples; held out (%d): NLL %.4f → %.4f, top-1 %.2f%% → %.2f%%",
+                weight, len(fit_rows), len(held), nll_alone, nll_with, info["top1_image_only"], info["top1_with_prior"])
+    return weight, info
 
 
 def coverage_plot(cal: Calibration, out: Path) -> Path:
@@ -134,6 +175,12 @@ def report_rows(cal: Calibration) -> list[tuple[str, str, str]]:
     """(measure, before, after) rows of the report table."""
     rows = [(f"ECE {rank} (%)", f"{cal.ece_before[rank]:.2f}", f"{cal.ece_after[rank]:.2f}") for rank in cal.ece_before]
     rows.append(("NLL species", f"{cal.nll_before:.4f}", f"{cal.nll_after:.4f}"))
+    p = cal.prior
+    if cal.prior_weight is not None and p:
+        rows.append((f"with the location prior (w={cal.prior_weight:.3g}), {p['located_heldout']} located held-out images:", "image only", "with prior"))
+        rows.append(("  NLL species", f"{p['nll_image_only']:.4f}", f"{p['nll_with_prior']:.4f}"))
+        rows += [(f"  ECE {rank} (%)", f"{p['ece_image_only'][rank]:.2f}", f"{p['ece_with_prior'][rank]:.2f}") for rank in p["ece_image_only"]]
+        rows.append(("  top-1 species (%)", f"{p['top1_image_only']:.2f}", f"{p['top1_with_prior']:.2f}"))
     return rows
 
 
