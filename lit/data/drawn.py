@@ -4,8 +4,9 @@ Each class has its own shape, texture and palette (`ClassStyle`), and each image
 position, scale, rotation, colors, background and noise, so a frozen ImageNet model can tell
 the classes apart. `write_drawn_inat` writes the split JSON files and image folders for any
 list of categories; lit.data.toy (32 real species), lit.data.toy_hard (96 look-alikes) and
-lit.data.toy_wide (the paper's 10,000 classes) choose the categories and styles. Output is
-byte-identical for a given seed.
+lit.data.toy_wide (the paper's 10,000 classes) choose the categories, styles and ranges
+(lit.data.toy_ranges: where and when each class is seen). Output is byte-identical for a given
+seed, and an image's bytes never depend on its class's range.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from lit.data.inat import Category
+from lit.data.toy_ranges import Range, draw_place
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "hexagon")
 TEXTURES = ("solid", "stripes", "checker", "dots")
@@ -147,6 +149,7 @@ def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
 
 
 def _image_entry(iid: int, file_name: str, width: int, height: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The image's record. Its draws from `rng` come before the image's and must never change (they set the image's bytes)."""
     located = rng.uniform() > 0.1
     return {
         "id": iid, "width": width, "height": height, "file_name": file_name, "license": int(rng.integers(1, 7)),
@@ -192,13 +195,16 @@ def write_drawn_inat(
     test_per_class: int = 2,
     quality: int = 90,
     on_image: Callable[[], None] | None = None,
+    range_of: Callable[[int], Range] | None = None,
 ) -> Path:
     """Write train/train_mini/val/public_test JSON and their image folders under `out`; returns `out`.
 
     `style_of(index)` draws the class at that index of `categories`; `info` is the JSON's
     (version, description). `image_size` is a side or (width, height). train_mini holds the first
     quarter of each class's train images (same ids, own folder, as the official one). `on_image`
-    is called after each image (progress).
+    is called after each image (progress). `range_of(index)` is where and when the class at that
+    index is seen: each image's latitude, longitude and date come from it, drawn by a generator of
+    their own (None: anywhere on Earth, any day). About 10 % of the images have no coordinates.
     """
     out = Path(out)
     width, height = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -213,6 +219,9 @@ def write_drawn_inat(
             name = str(uuid.UUID(bytes=rng.bytes(16), version=4))
             folder = "public_test" if split == "public_test" else f"{split}/{cat.image_dir_name}"
             entry = _image_entry(next_id, f"{folder}/{name}.jpg", width, height, rng)
+            if range_of is not None:  # a generator of its own: the image's draws stay the same
+                place_rng = np.random.default_rng([seed, _SPLIT_CODES[split], cat.id, k, 7])
+                entry.update(draw_place(range_of(index), place_rng, located=entry["latitude"] is not None))
             data = jpeg_bytes(draw_image(style_of(index), rng, width, height), quality)
             path = out / entry["file_name"]
             path.parent.mkdir(parents=True, exist_ok=True)

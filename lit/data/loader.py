@@ -5,11 +5,15 @@ with a seed fixed by (run seed, epoch, rank, worker); a seeded shuffle buffer fo
 stream is a pure function of those seeds, so a resume at micro-batch k of an epoch rebuilds
 the epoch's pipeline and drops the first samples before decoding: exactly the batches an
 uninterrupted run would have seen next. Augmentation is seeded per sample for the same reason.
+Batches carry each sample's place (`places`, [N, 3]: latitude, longitude, day of year; NaN where
+unknown) for the location prior.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import random
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -104,9 +108,35 @@ class Stream:
     """Raw path with views > 1: the transform of views 1..K-1 (view 0 is `preprocess`)."""
 
 
+_UNKNOWN = (math.nan, math.nan, math.nan)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def sample_place(meta: Any) -> tuple[float, float, float]:
+    """(latitude, longitude, day of year) of a sample's `json` meta (decoded or not); NaN where unknown.
+
+    Shards written before places were recorded, and samples without a usable meta, give NaN.
+    Coordinates come both or neither.
+    """
+    if isinstance(meta, (bytes, str)):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            return _UNKNOWN
+    if not isinstance(meta, dict):
+        return _UNKNOWN
+    lat, lon = _number(meta.get("latitude")), _number(meta.get("longitude"))
+    if lat != lat or lon != lon:
+        lat = lon = math.nan
+    return lat, lon, _number(meta.get("day"))
+
+
 @dataclass(frozen=True)
 class ToTuple:
-    """Decoded sample → (image or embedding, tokens, category id, key). A class, so spawn can pickle it."""
+    """Decoded sample → (image or embedding, tokens, category id, key, place). A class, so spawn can pickle it."""
 
     stream: Stream
     epoch: int
@@ -134,17 +164,18 @@ class ToTuple:
             image = stream.preprocess(sample["jpg"])
         text = sample["txt"]
         tokens = stream.tokenizer([text])[0] if stream.tokenizer is not None else text
-        return image, tokens, int(sample["cls"]), key
+        return image, tokens, int(sample["cls"]), key, sample_place(sample.get("json"))
 
 
 def _collate(samples: list[tuple]) -> dict[str, Any]:
     worker, _ = _worker()
-    images, tokens, labels, keys = zip(*samples)
+    images, tokens, labels, keys, places = zip(*samples)
     return {
         "images": torch.stack(images),
         "tokens": torch.stack(tokens) if isinstance(tokens[0], torch.Tensor) else list(tokens),
         "labels": torch.tensor(labels, dtype=torch.long),
         "keys": list(keys),
+        "places": torch.tensor(places, dtype=torch.float32),
         "worker": worker,
         "bad_samples": _Errors.count,
     }

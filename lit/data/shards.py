@@ -36,6 +36,7 @@ from lit.log import console, logger
 
 FORMAT = "lit-shards/1"
 KEY_DIGITS = 8
+_NOWHERE = '"latitude": null, "longitude": null, '
 
 
 def _stat_chunk(paths: Sequence[str]) -> list[os.stat_result | None]:
@@ -54,6 +55,9 @@ def _tar_bytes(n: int) -> int:
 
 def plan(split: Split, shard_cfg: ShardConfig, caption_cfg: CaptionConfig, skipped: list[dict[str, Any]]) -> Iterator[list[Sample]]:
     """The shards' samples, one shard at a time, so that writing starts while planning goes on.
+
+    Each sample's `json` holds its image id, file name, category id, caption recipe, place
+    (`latitude`, `longitude` and `day`, the day of year; null where unknown) and taxonomy.
 
     Images are shuffled with the seed (or keep the file's order), missing and empty ones go
     to `skipped`, and a shard closes at `samples_per_shard` samples or `max_bytes` bytes
@@ -92,8 +96,11 @@ def plan(split: Split, shard_cfg: ShardConfig, caption_cfg: CaptionConfig, skipp
                 if text is None:
                     text = texts[img.category_id, recipe] = caption(
                         split.category_by_id[img.category_id], recipe, caption_cfg.prefix).encode()
-                head = '{"image_id": %d, "file_name": %s, "category_id": %d, "recipe": "%s", ' % (  # noqa: UP031 (per-image hot path)
-                    img.id, quote(img.file_name), img.category_id, recipe)
+                place = img.place  # NaN != NaN: unknown parts are null; repr round-trips a float
+                lat, lon, day = place.lat, place.lon, place.day
+                where = f'"latitude": {lat!r}, "longitude": {lon!r}, ' if lat == lat and lon == lon else _NOWHERE
+                head = '{"image_id": %d, "file_name": %s, "category_id": %d, "recipe": "%s", %s"day": %s, ' % (  # noqa: UP031 (per-image hot path)
+                    img.id, quote(img.file_name), img.category_id, recipe, where, "null" if day != day else int(day))
                 sample = Sample(key, path, text, img.category_id, head.encode() + tails[img.category_id], st.st_size,
                                 st.st_mtime_ns, img.id, img.file_name)
                 n = sum(map(_tar_bytes, (st.st_size, len(text), len(str(img.category_id)), len(sample.meta))))

@@ -3,7 +3,8 @@
 Taxonomy, common names, ids and folder names are the real ones. Images are drawn
 procedurally (lit.data.drawn): each class has its own shape, texture and palette, and each
 image varies position, scale, rotation, colors, background and noise, so a frozen ImageNet
-model can tell the classes apart and zero-shot accuracy means something. Output is
+model can tell the classes apart and zero-shot accuracy means something. Each image's place
+and date come from its species' real range (lit.data.toy_ranges.TOY_RANGES). Output is
 byte-identical for a given seed. `hard=True` writes the 96 look-alike species of
 lit.data.toy_hard instead.
 """
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from lit.data.drawn import SHAPES, TEXTURES, ClassStyle, draw_image, jpeg_bytes, write_drawn_inat
 from lit.data.inat import Category
-from lit.data.toy_hard import GENERA, SPECIES_OF_GENUS, hard_categories, hard_style
+from lit.data.toy_hard import GENERA, SPECIES_OF_GENUS, hard_categories, hard_range, hard_style
+from lit.data.toy_ranges import TOY_RANGES, Range
 
 # (iNat2021 id, common name, supercategory, "kingdom phylum class order family genus epithet").
 # Serpula columbiana has no English name, so iNat repeats the binomial as its common name.
@@ -68,6 +70,11 @@ def toy_categories() -> list[Category]:
     return out
 
 
+def toy_range(index: int) -> Range:
+    """Where and when the species at `index` of SPECIES (and of toy_categories) is seen."""
+    return TOY_RANGES[SPECIES[index][0]]
+
+
 def write_toy_inat(
     out: str | Path,
     seed: int = 0,
@@ -89,7 +96,8 @@ def write_toy_inat(
     return write_drawn_inat(out, hard_categories() if hard else toy_categories(), hard_style if hard else ClassStyle.of,
                             ("toy-hard" if hard else "toy", f"lit toy-inat: {what}, drawn images"), seed=seed,
                             train_per_class=train_per_class, val_per_class=val_per_class, image_size=image_size,
-                            test_per_class=test_per_class, quality=quality, on_image=on_image)
+                            test_per_class=test_per_class, quality=quality, on_image=on_image,
+                            range_of=hard_range if hard else toy_range)
 
 
 def toy_image_count(train_per_class: int = 40, val_per_class: int = 10, test_per_class: int = 2, hard: bool = False) -> int:
@@ -99,4 +107,4 @@ def toy_image_count(train_per_class: int = 40, val_per_class: int = 10, test_per
 
 
 __all__ = ["SHAPES", "SPECIES", "TEXTURES", "ClassStyle", "draw_image", "jpeg_bytes", "toy_categories",
-           "toy_image_count", "write_toy_inat"]
+           "toy_image_count", "toy_range", "write_toy_inat"]

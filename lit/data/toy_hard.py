@@ -5,12 +5,24 @@ background and a narrow band of hues, and the four species of a genus differ onl
 hue step (0.045, against a per-image jitter of 0.02) and their second color. Names are
 procedural but shaped like real ones ("Spotted Velarix", *Velarix maculata*), and the lineage
 is complete, so captions, per-rank metrics and `--rank genus` all mean something.
+
+Ranges (`hard_range`) are procedural too: each genus has a home area somewhere on Earth, and its
+four species live in boxes shifted step by step across it, each overlapping its neighbours by
+about half and the genus' first and last species hardly at all. A location prior narrows a
+genus down to one or two species there, not to one. Insects, plants and fungi have seasons
+(shifted a little per species, by half a year south of the equator); birds are seen all year.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
+import numpy as np
+
 from lit.data.drawn import SHAPES, TEXTURES, ClassStyle
 from lit.data.inat import Category
+from lit.data.toy_ranges import Range, Region, Season
 
 # (supercategory, kingdom, phylum, class, order, family) of the 8 families: 4 supercategories x 2.
 FAMILIES: tuple[tuple[str, str, str, str, str, str], ...] = (
@@ -66,4 +78,33 @@ def hard_style(index: int) -> ClassStyle:
                       hue2=(base + 0.4 + 0.03 * species) % 1.0, bg_hue=(base + 0.55) % 1.0)
 
 
-__all__ = ["FAMILIES", "GENERA", "HUE_STEP", "hard_categories", "hard_style"]
+BOX = (16.0, 20.0)
+"""Latitude and longitude sides of a hard species' box, in degrees."""
+RANGE_STEP = 0.4
+"""Shift between two neighbouring species of a genus, as a fraction of the box's sides."""
+_SEASONS = {"Insects": (180.0, 12.0, 30.0), "Plants": (130.0, 10.0, 40.0), "Fungi": (270.0, 10.0, 25.0)}
+"""Supercategory -> (peak day of a genus' first species, shift per species, width in days)."""
+
+
+@functools.cache
+def _hard_ranges() -> tuple[Range, ...]:
+    rng = np.random.default_rng([FIRST_ID, 22])
+    out = []
+    for g in range(len(GENERA)):
+        home_lat, home_lon, angle = rng.uniform(-35, 55), rng.uniform(-150, 150), rng.uniform(0, 2 * math.pi)
+        step_lat, step_lon = RANGE_STEP * BOX[0] * math.cos(angle), RANGE_STEP * BOX[1] * math.sin(angle)
+        season = _SEASONS.get(FAMILIES[g // 3][0])
+        for s in range(len(SPECIES_OF_GENUS)):
+            lat, lon = home_lat + (s - 1.5) * step_lat, home_lon + (s - 1.5) * step_lon
+            box = Region(lat - BOX[0] / 2, lat + BOX[0] / 2, lon - BOX[1] / 2, lon + BOX[1] / 2)
+            when = None if season is None else Season(season[0] + season[1] * s + (182 if home_lat < 0 else 0), season[2])
+            out.append(Range((box,), when))
+    return tuple(out)
+
+
+def hard_range(index: int) -> Range:
+    """Where and when the hard species at `index` (of hard_categories) is seen: a box shifted across its genus' home."""
+    return _hard_ranges()[index]
+
+
+__all__ = ["BOX", "FAMILIES", "GENERA", "HUE_STEP", "RANGE_STEP", "hard_categories", "hard_range", "hard_style"]

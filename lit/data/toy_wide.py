@@ -7,7 +7,9 @@ children (about 4 species a genus, 3 genera a family, 4 families an order, ...),
 Latin-looking names, English common names and one of iNat's 11 supercategories. Images are
 drawn like the toy set's (lit.data.drawn), one style per class; at 10,000 classes they are not
 meant to be told apart: this is a scale test of every stage (shards, embeddings, training, a
-10,000-way classifier, calibration, export, prediction).
+10,000-way classifier, calibration, export, prediction). Each class has a generated range
+(`wide_range`, seeded by its id: one to three boxes, a season for about a third), so a location
+prior can be trained at this scale too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from lit.configlib import ConfigError
 from lit.data.drawn import ClassStyle, write_drawn_inat
 from lit.data.inat import Category, load_categories_csv
+from lit.data.toy_ranges import DAYS, Range, Region, Season
 
 PAPER_CLASSES = 10_000
 ANIMAL_GROUPS = ("Insects", "Birds", "Reptiles", "Mammals", "Ray-finned Fishes", "Amphibians", "Mollusks", "Arachnids", "Animalia")
@@ -98,15 +101,29 @@ def wide_style(index: int) -> ClassStyle:
     return ClassStyle.of(index)
 
 
+def wide_range(class_id: int) -> Range:
+    """A generated range of the class with this id (the same for every seed): 1-3 weighted boxes, a season for about a third."""
+    rng = np.random.default_rng([class_id, 22])
+    boxes = []
+    for _ in range(int(rng.integers(1, 4))):
+        lat, lon = rng.uniform(-45, 62), rng.uniform(-170, 170)
+        half_lat, half_lon = rng.uniform(2, 12), rng.uniform(3, 18)
+        boxes.append(Region(max(-90.0, lat - half_lat), min(90.0, lat + half_lat), max(-180.0, lon - half_lon),
+                            min(180.0, lon + half_lon), float(rng.uniform(0.5, 2.0))))
+    season = Season(float(rng.uniform(1, DAYS)), float(rng.uniform(15, 60))) if rng.uniform() < 1 / 3 else None
+    return Range(tuple(boxes), season)
+
+
 def write_wide_inat(out: Path, *, classes: int = PAPER_CLASSES, train_per_class: int = 2, val_per_class: int = 1,
                     image_size: int = 32, seed: int = 0, categories_csv: str | Path | None = None,
                     on_image: Callable[[], None] | None = None) -> Path:
     """Write the dataset (train, train_mini, val; no public_test) under `out`; returns `out`."""
     categories = wide_categories(classes, categories_csv, seed)
     source = f"the real iNat2021 table ({categories_csv})" if categories_csv else "a generated taxonomy"
+    ranges = [wide_range(c.id) for c in categories]
     return write_drawn_inat(out, categories, wide_style, ("toy-wide", f"lit toy-inat --wide: {classes} classes from {source}"),
                             seed=seed, train_per_class=train_per_class, val_per_class=val_per_class, image_size=image_size,
-                            test_per_class=0, quality=85, on_image=on_image)
+                            test_per_class=0, quality=85, on_image=on_image, range_of=ranges.__getitem__)
 
 
-__all__ = ["PAPER_CLASSES", "generated_categories", "wide_categories", "wide_style", "write_wide_inat"]
+__all__ = ["PAPER_CLASSES", "generated_categories", "wide_categories", "wide_range", "wide_style", "write_wide_inat"]
