@@ -8,6 +8,11 @@ wait for a slot, their upload spooled to disk beyond 1 MiB. A request keeps its 
 the bytes to the end of its model call, which holds a lock: concurrent requests never share a
 forward pass. Preprocessing holds little whatever the aspect ratio (lit.field.images).
 `GET /health` describes the model and the limits.
+
+Where and when: the optional form fields `lat`, `lon` (decimal degrees) and `date` (YYYY-MM-DD)
+win over the upload's EXIF (GPS, time of capture) field by field (lit.field.exif.merge); a wrong
+value is a 400 naming it. The answer carries the place used and, when the model's location prior
+weighed it, the image-only answer (`image_only`).
 """
 
 from __future__ import annotations
@@ -15,15 +20,19 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import FormData, UploadFile
 
+from lit.errors import UsageError
 from lit.field.engines import Predictor
+from lit.field.exif import PlaceUsed, exif_place, given_place, merge
 from lit.field.images import MAX_PIXELS, BadImage, open_image
 from lit.field.scoring import Scorer
 
@@ -52,8 +61,16 @@ class Service:
             raise ValueError(f"decode_slots must be >= 1, got {self.decode_slots}")
         self.slots = threading.BoundedSemaphore(self.decode_slots)
 
-    def predict(self, data: bytes | IO[bytes], name: str) -> dict[str, Any]:
-        """The answer for the bytes of an upload (or its spooled file, read once a slot is free); HTTPException for a 4xx."""
+    @cached_property
+    def has_prior(self) -> bool:
+        """Whether located uploads are weighed by a location prior (asked of the scorer's prior once)."""
+        return self.scorer.prior is not None and self.scorer.prior(np.array([[0.0, 0.0, np.nan]], np.float32)) is not None
+
+    def predict(self, data: bytes | IO[bytes], name: str, place: PlaceUsed | None = None) -> dict[str, Any]:
+        """The answer for the bytes of an upload (or its spooled file, read once a slot is free); HTTPException for a 4xx.
+
+        `place` (the form's fields) wins over the upload's EXIF.
+        """
         start = time.perf_counter()
         with self.slots:  # the upload's bytes and the decoded image live until the model call returns
             if not isinstance(data, bytes):
@@ -68,6 +85,7 @@ class Service:
                 bomb = "decompression bomb" in str(err)
                 raise HTTPException(400 if bomb else 415, f"{name or 'the upload'}: {err}") from err
             size = list(image.size)
+            place = merge(place, exif_place(data))
             try:
                 with self.lock:
                     logits = self.predictor.logits_of([image])
@@ -75,7 +93,7 @@ class Service:
             except BadImage as err:  # refused by the model's preprocessing (lit.field.torch_model.BoundedTransform)
                 raise HTTPException(400, f"{name or 'the upload'}: {err}") from err
             del image, data
-        prediction = self.scorer.score([name], logits)[0]
+        prediction = self.scorer.score([name], logits, [place])[0]
         return {**prediction.to_json(), "size": size, "seconds": round(time.perf_counter() - start, 4)}
 
 
@@ -119,6 +137,24 @@ async def _upload(request: Request, service: Service) -> tuple[FormData, UploadF
     return form, upload
 
 
+PLACE_FIELDS = ("lat", "lon", "date")
+
+
+def form_place(form: FormData) -> PlaceUsed | None:
+    """The place in the form's fields `lat`, `lon`, `date` (None: none given); HTTPException 400 naming a wrong value."""
+    values = {}
+    for key in PLACE_FIELDS:
+        value = form.get(key)
+        if value is not None and not isinstance(value, str):
+            raise HTTPException(400, f"the field `{key}` must be text, not a file")
+        values[key] = value
+    try:
+        return given_place(values["lat"], values["lon"], values["date"], "form", lat_name="lat", lon_name="lon",
+                           date_name="date")
+    except UsageError as err:
+        raise HTTPException(400, str(err)) from err
+
+
 def create_app(service: Service) -> FastAPI:
     """The FastAPI app over a Service."""
     app = FastAPI(title="lit serve", docs_url=None, redoc_url=None, openapi_url=None)
@@ -136,17 +172,19 @@ def create_app(service: Service) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": service.predictor.describe(), "served": service.served,
                 "min_confidence": service.scorer.min_confidence, "temperature": service.scorer.temperature,
+                "prior": service.has_prior, "prior_weight": service.scorer.prior_weight if service.has_prior else None,
                 "max_bytes": service.max_bytes, "max_pixels": service.max_pixels, "decode_slots": service.decode_slots}
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
         form, upload = await _upload(request, service)
         try:  # the bytes are read in the worker thread, once a decode slot is free
-            return await run_in_threadpool(service.predict, upload.file, upload.filename or "")
+            place = form_place(form)
+            return await run_in_threadpool(service.predict, upload.file, upload.filename or "", place)
         finally:
             await form.close()
 
     return app
 
 
-__all__ = ["DECODE_SLOTS", "MAX_BYTES", "Service", "create_app"]
+__all__ = ["DECODE_SLOTS", "MAX_BYTES", "PLACE_FIELDS", "Service", "create_app", "form_place"]

@@ -28,7 +28,7 @@ from lit.eval.runner import check_val_cache, image_features, val_folder
 from lit.field.torch_model import CheckpointModel
 from lit.log import console, logger
 from lit.prior.combine import DEFAULT_WEIGHT
-from lit.prior.store import Prior, find_prior
+from lit.prior.store import Prior
 
 
 def is_fit_key(key: str, fraction: float) -> bool:
@@ -98,9 +98,8 @@ def calibrate(checkpoint: str | Path, fraction: float = 0.5, device: str = "auto
         coverage={f"{rank}_{when}": curve for when, curves in (("before", curve_before), ("after", curve_after))
                   for rank, curve in curves.items()},
     )
-    prior_path = find_prior(model.cfg)
-    if prior_path is not None:
-        cal.prior_weight, cal.prior = calibrate_prior(Prior.load(prior_path), model, images, places, fit, temperature, taxonomy)
+    if model.prior is not None:  # the run's prior, found as prediction finds it (also in a moved run folder)
+        cal.prior_weight, cal.prior = calibrate_prior(model.prior, model, images, places, fit, temperature, taxonomy)
     cal.save(model.run_dir)
     report = model.run_dir / "eval" / "calibration"
     cal.save(report)

@@ -9,6 +9,13 @@ predicted, 1 when some were skipped, 2 on a usage error. `--subset` restricts th
 classes; `--min-confidence P` makes the answer the deepest rank with probability >= P (else
 `unknown`), with the temperature `lit calibrate` stored. With a checkpoint, the class embeddings are built on
 the first call and kept under RUN/eval/classifiers (lit.eval.classifier_cache).
+
+Where and when: `--lat/--lon` and `--date` apply to every image and win over its EXIF field by
+field (a flag's position over the photo's GPS, `--date` over its time of capture); what no flag
+gives comes from EXIF, else the answer is the image's alone. With the model's location prior
+(`lit prior`), a located photo's answer is weighed by it and its row also holds the image-only
+answer; the summary counts images by where their place came from, image-only ones and malformed
+EXIF GPS (answered image-only).
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", help="comma-separated template sets (default: the config's eval.templates)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of tables")
+    parser.add_argument("--lat", metavar="DEG", help="latitude of every photo in decimal degrees (-90..90; with --lon), "
+                                                     "over their EXIF GPS: weighs answers by the location prior")
+    parser.add_argument("--lon", metavar="DEG", help="longitude of every photo in decimal degrees (-180..180; with --lat)")
+    parser.add_argument("--date", metavar="YYYY-MM-DD", help="date every photo was taken, over their EXIF time of capture")
     add_progress(parser, renamed_quiet=True)
     add_renamed(parser, "--checkpoint", "the model as the first positional (RUN_OR_EXPORT)", dest="checkpoint")
     add_renamed(parser, "--model", "the model as the first positional (RUN_OR_EXPORT)", dest="model")
@@ -64,8 +75,9 @@ def model_and_images(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from lit.field.classifier import Classifier
+    from lit.field.exif import given_place
     from lit.field.images import discover
-    from lit.field.results import check_out, prediction_table, print_summary, row_writer, write_skipped
+    from lit.field.results import check_out, prediction_table, print_places, print_summary, row_writer, write_skipped
     from lit.log import console as err_console
 
     if args.top < 1:
@@ -74,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size/--workers", f"need a batch size >= 1 and workers >= 0, got {args.batch_size}, {args.workers}")
     if args.out:
         check_out(args.out)
+    place = given_place(args.lat, args.lon, args.date, "flags")
     target, images = model_and_images(args)
     paths, skipped = discover(images)
     if not paths and not skipped:
@@ -88,11 +101,12 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress and len(paths) > args.batch_size
     if args.out:
         with row_writer(args.out, args.top) as writer:
-            predictions, bad = classifier.predict_files(paths, scorer, batch_size=args.batch_size, workers=args.workers,
-                                                        on_rows=writer.write, console=err_console, progress=progress)
+            predictions, bad = classifier.predict_files(paths, scorer, place=place, batch_size=args.batch_size,
+                                                        workers=args.workers, on_rows=writer.write, console=err_console,
+                                                        progress=progress)
     else:
-        predictions, bad = classifier.predict_files(paths, scorer, batch_size=args.batch_size, workers=args.workers,
-                                                    console=err_console, progress=progress)
+        predictions, bad = classifier.predict_files(paths, scorer, place=place, batch_size=args.batch_size,
+                                                    workers=args.workers, console=err_console, progress=progress)
         out = Console()
         for p in predictions:
             if args.json:
@@ -101,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 out.print(prediction_table(p))
     skipped += bad
     print_summary(len(predictions), skipped, err_console)
+    print_places(predictions, err_console)
     if args.out:
         err_console.print(f"{len(predictions)} row(s) → {args.out}", soft_wrap=True, highlight=False)
         if skipped:

@@ -1,5 +1,9 @@
 """`lit serve RUN_OR_EXPORT [--port 8000]`: the web page and `POST /predict` on uvicorn, on 127.0.0.1 unless told otherwise.
 
+`POST /predict` takes the photo in the multipart field `file` and, optionally, where and when it was
+taken in `lat`, `lon` and `date` (else the photo's EXIF), which weigh the answer by the run's
+location prior when it has one (lit.field.app).
+
 The server's memory follows what its requests hold (lit.field.app): blocks of 1 MiB and more are
 mapped and unmapped one by one, so that a decoded image freed in one worker thread is given back
 at once rather than kept in that thread's glibc arena (8 uploads of 60 MP added 1.4 GB without it,
@@ -49,6 +53,14 @@ def build_service(args: argparse.Namespace) -> Service:
                    decode_slots=args.decode_slots)
 
 
+def prior_line(service: Service) -> str:
+    """Whether answers are weighed by where and when (form fields `lat`, `lon`, `date`, else the upload's EXIF)."""
+    if service.has_prior:
+        return (f"answers are weighed by the location prior (weight {service.scorer.prior_weight:g}) where the form's "
+                "`lat`/`lon` or the photo's EXIF GPS place it")
+    return "the model has no location prior: places are recorded but change nothing"
+
+
 MMAP_THRESHOLD = 1 << 20
 """Allocations from this size on get their own mapping, returned to the system when freed."""
 
@@ -78,5 +90,6 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[yellow]lit serve: {problem}[/yellow]")
     service = build_service(args)
     console.print(f"lit serve: {service.predictor.describe()} on http://{args.host}:{args.port}/ (POST /predict, field `file`)")
+    console.print(f"lit serve: {prior_line(service)}", highlight=False)
     uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -26,6 +26,13 @@ class Predictor(Protocol):
 
     def temperature(self) -> float: ...
 
+    def log_prior(self, places: np.ndarray) -> np.ndarray | None:
+        """log p(present) [N, C] float32 at places [N, 3] (lat, lon, day of year; NaN unknown), None without a prior."""
+
+    @property
+    def prior_weight(self) -> float:
+        """The prior's weight in the answer (lit.prior.combine.weigh)."""
+
     def describe(self) -> dict[str, Any]: ...
 
 

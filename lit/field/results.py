@@ -1,9 +1,13 @@
 """Writing predictions: one row per image as CSV or JSON lines (streamed into an atomic file), and the summary.
 
-A CSV row holds the path, the confident answer (rank, taxon, probability, lineage) and for
-each of the top k: taxon, probability, common name of its most likely species, lineage.
-A JSON line is `Prediction.to_json()`: {"image", "guesses": [...], "answer": {...}}. Skipped inputs go to
-OUT.skipped.txt (path, tab, reason) and the summary.
+A CSV row holds the path, the confident answer (rank, taxon, probability, lineage), for each of
+the top k: taxon, probability, common name of its most likely species, lineage; then the place
+used (PLACE_COLUMNS: place_lat, place_lon, place_date, place_day, place_source, place_problem)
+and, when the location prior weighed the answer, its weight and the image-only answer
+(prior_weight, image_only_taxon, image_only_probability, image_only_answer_rank,
+image_only_answer_taxon; empty otherwise). A JSON line is `Prediction.to_json()`: {"image",
+"guesses": [...], "answer": {...}, "place": {...} or null, "prior_weight", "image_only":
+{"guesses", "answer"} or null}. Skipped inputs go to OUT.skipped.txt (path, tab, reason) and the summary.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,13 +31,37 @@ from lit.field.scoring import Prediction
 from lit.io import atomic_file
 
 FORMATS = (".csv", ".jsonl")
+PLACE_COLUMNS = ["place_lat", "place_lon", "place_date", "place_day", "place_source", "place_problem"]
+PRIOR_COLUMNS = ["prior_weight", "image_only_taxon", "image_only_probability", "image_only_answer_rank",
+                 "image_only_answer_taxon"]
 
 
 def csv_header(k: int) -> list[str]:
     head = ["path", "answer_rank", "answer_taxon", "answer_probability", "answer_lineage"]
     for i in range(1, k + 1):
         head += [f"taxon_{i}", f"probability_{i}", f"common_name_{i}", f"lineage_{i}"]
-    return head
+    return head + PLACE_COLUMNS + PRIOR_COLUMNS
+
+
+def _number(value: float, digits: int = 6) -> str:
+    if math.isnan(value):
+        return ""
+    text = f"{value:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def place_cells(p: Prediction) -> list[str]:
+    """The PLACE_COLUMNS and PRIOR_COLUMNS of a prediction (empty cells where unknown or not applied)."""
+    cells = ["", "", "", "", "", ""]
+    if p.place is not None:
+        w = p.place.place
+        cells = [_number(w.lat), _number(w.lon), p.place.date or "", _number(w.day, 0), p.place.source, p.place.problem]
+    prior = ["", "", "", "", ""]
+    if p.image_only is not None:
+        top, a = p.image_only.guesses[0] if p.image_only.guesses else None, p.image_only.answer
+        prior = [f"{p.prior_weight:g}" if p.prior_weight is not None else "", top.taxon if top else "",
+                 f"{top.probability:.6f}" if top else "", a.rank or "", a.taxon]
+    return cells + prior
 
 
 def csv_row(p: Prediction, k: int) -> list[str]:
@@ -43,7 +73,7 @@ def csv_row(p: Prediction, k: int) -> list[str]:
             row += [g.taxon, f"{g.probability:.6f}", g.species.common_name if g.rank == "species" else "", " > ".join(g.lineage)]
         else:
             row += ["", "", "", ""]
-    return row
+    return row + place_cells(p)
 
 
 class RowWriter:
@@ -100,8 +130,13 @@ def prediction_table(p: Prediction) -> Table:
     rank = p.guesses[0].rank if p.guesses else "species"
     a = p.answer
     answer = "unknown (no rank reaches the threshold)" if a.rank is None else f"{a.rank} {a.taxon} ({100 * a.probability:.1f}%)"
-    table = Table(title=p.path, title_justify="left", caption=f"answer at >= {100 * a.min_confidence:.0f}%: {answer}",
-                  caption_justify="left")
+    caption = f"answer at >= {100 * a.min_confidence:.0f}%: {answer}"
+    if p.place is not None:
+        caption += f"\nplace: {place_text(p)}"
+    if p.image_only is not None and p.image_only.guesses:
+        g = p.image_only.guesses[0]
+        caption += f"\nfrom the image alone: {g.taxon} ({100 * g.probability:.1f}%)"
+    table = Table(title=p.path, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("#", justify="right")
     table.add_column("prob.", justify="right")
     names = ("common name", "species", "taxonomy") if rank == "species" else (rank, "taxonomy", "most likely species")
@@ -116,6 +151,42 @@ def prediction_table(p: Prediction) -> Table:
     return table
 
 
+def place_text(p: Prediction) -> str:
+    """The place a prediction used, in words: `51.5, -0.12, 2021-06-14 (flags)`, or why EXIF GPS was not used."""
+    if p.place is None:
+        return "none"
+    w, parts = p.place.place, []
+    if w.located:
+        parts.append(f"{_number(w.lat, 5)}, {_number(w.lon, 5)}")
+    if p.place.date or not math.isnan(w.day):
+        parts.append(p.place.date or f"day {w.day:.0f}")
+    text = ", ".join(parts) + f" ({p.place.source})"
+    return text + (f"; GPS not used: {p.place.problem}" if p.place.problem else "")
+
+
+def print_places(predictions: Sequence[Prediction], console: Console, limit: int = 20) -> None:
+    """How many images were answered with a place (by source), from the image alone, with malformed EXIF GPS; and once,
+    when places were known but the model has no prior."""
+    located = [p for p in predictions if p.place is not None and p.place.located]
+    sources = Counter(p.place.source for p in located if p.place is not None)
+    malformed = [p for p in predictions if p.place is not None and p.place.problem]
+    by_source = ", ".join(f"{s} {n}" for s, n in sorted(sources.items()))
+    line = f"places: {len(located)} image(s) with a place{f' ({by_source})' if by_source else ''}, " \
+           f"{len(predictions) - len(located)} image-only"
+    if malformed:
+        line += f", {len(malformed)} of them with malformed EXIF GPS"
+    console.print(line, highlight=False)
+    for p in malformed[:limit]:
+        console.print(f"  malformed GPS in {p.path}: {p.place.problem if p.place else ''}", soft_wrap=True, markup=False,
+                      highlight=False)
+    if len(malformed) > limit:
+        console.print(f"  ... and {len(malformed) - limit} more", highlight=False)
+    unweighed = sum(1 for p in located if p.image_only is None)
+    if unweighed:
+        console.print(f"the model has no location prior: the place of {unweighed} image(s) was recorded but changed "
+                      "nothing (train one with `lit prior JOB.yaml`, then export again for an ONNX model)", highlight=False)
+
+
 def print_summary(predicted: int, skipped: Sequence[Skipped], console: Console, limit: int = 50) -> None:
     """How many images were predicted and skipped, then each skipped input with its reason (the first `limit`), unwrapped."""
     console.print(f"{predicted} image(s) predicted, {len(skipped) or 'none'} skipped", highlight=False)
@@ -125,4 +196,5 @@ def print_summary(predicted: int, skipped: Sequence[Skipped], console: Console, 
         console.print(f"  ... and {len(skipped) - limit} more", highlight=False)
 
 
-__all__ = ["FORMATS", "RowWriter", "check_out", "csv_header", "csv_row", "prediction_table", "print_summary", "row_writer", "skipped_lines", "write_skipped"]
+__all__ = ["FORMATS", "PLACE_COLUMNS", "PRIOR_COLUMNS", "RowWriter", "check_out", "csv_header", "csv_row", "place_cells",
+           "place_text", "prediction_table", "print_places", "print_summary", "row_writer", "skipped_lines", "write_skipped"]

@@ -4,12 +4,18 @@
 and its ONNX export (lit.field.onnx_predict) share one scoring path. Its preprocessing is
 open_clip's eval transform behind `Preprocessing.reduce` (lit.field.images): the same resize and
 crop as the export's, in the same bounded memory for images of extreme aspect ratios.
+
+The run's location prior (`lit prior`, lit.prior.store.find_prior on the run's config) is loaded
+with the checkpoint when there is one; `log_prior` gives its log presence in the model's class
+order and `prior_weight` the weight `lit calibrate` fit (lit.prior.combine.DEFAULT_WEIGHT before).
+A prior that does not know some of the classes (`--categories` of another dataset) is left out
+with a warning: those classes can still be named from the image.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,11 +27,15 @@ import torch.nn.functional as F
 from lit.config import Config
 from lit.configlib import ConfigError
 from lit.data.inat import Category, DatasetError, load_categories_csv, load_categories_json
-from lit.eval.calibration import temperature_for
+from lit.errors import DataError
+from lit.eval.calibration import prior_weight_for, temperature_for
 from lit.eval.templates import TemplateSet
 from lit.field.batch import LogitBatch
 from lit.field.images import MAX_ASPECT, BadImage, Preprocessing
+from lit.log import logger
 from lit.model import BuiltModel, clip_api, preprocess_cfg
+from lit.prior.combine import DEFAULT_WEIGHT
+from lit.prior.store import Prior, find_prior
 
 
 @dataclass(frozen=True)
@@ -69,9 +79,36 @@ def read_categories(path: str | Path) -> list[Category]:
         raise ConfigError(str(path), "categories", str(err)) from err
 
 
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder of a checkpoint (RUN for RUN/checkpoints/step-N.pt)."""
+    parent = checkpoint.resolve().parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+def load_run_prior(cfg: Config, run_dir: Path, categories: Sequence[Category],
+                   device: torch.device) -> tuple[Prior | None, torch.Tensor | None, str]:
+    """The run's prior and its column of each category, or (None, None, why not: "" when the run has none).
+
+    The prior is looked for where the run is now (a moved run folder), then where its config says.
+    """
+    path = None
+    if not cfg.prior.out:
+        path = find_prior(replace(cfg, run_dir=str(run_dir)))
+    path = path or find_prior(cfg)
+    if path is None:
+        return None, None, ""
+    prior = Prior.load(path, device)
+    try:
+        return prior, prior.columns([c.id for c in categories]), ""
+    except DataError as err:
+        logger.warning("the location prior is not used: %s", err)
+        return None, None, str(err)
+
+
 @dataclass
 class CheckpointModel:
-    """What prediction needs from a checkpoint; `classifier` rows are unit-norm class embeddings [C, D]."""
+    """What prediction needs from a checkpoint; `classifier` rows are unit-norm class embeddings [C, D]; the run's
+    location prior and its columns for `categories` (None without one)."""
 
     checkpoint: Path
     cfg: Config
@@ -81,6 +118,9 @@ class CheckpointModel:
     classifier: torch.Tensor
     device: torch.device
     step: int
+    prior: Prior | None = None
+    prior_columns: torch.Tensor | None = None
+    prior_problem: str = ""
 
     @classmethod
     def load(cls, checkpoint: str | Path, categories: str | Path | None = None, templates: Sequence[str] | None = None,
@@ -105,13 +145,13 @@ class CheckpointModel:
         sets: list[TemplateSet] = resolve_templates(names, cfg.captions)
         classifier = load_or_build(cache_dir(path), classifier_key(path, cats, sets),
                                    lambda: build_classifier(built.model.eval(), built.tokenizer, cats, sets, device=dev), dev)
-        return cls(path, cfg, built, cats, names, classifier.to(dev).float(), dev, int(state["step"]))
+        prior, columns, problem = load_run_prior(cfg, run_dir_of(path), cats, dev)
+        return cls(path, cfg, built, cats, names, classifier.to(dev).float(), dev, int(state["step"]), prior, columns, problem)
 
     @property
     def run_dir(self) -> Path:
         """The run folder of the checkpoint (RUN for RUN/checkpoints/step-N.pt)."""
-        parent = self.checkpoint.resolve().parent
-        return parent.parent if parent.name == "checkpoints" else parent
+        return run_dir_of(self.checkpoint)
 
     @cached_property
     def preprocess(self) -> BoundedTransform:
@@ -149,9 +189,24 @@ class CheckpointModel:
         """The temperature `lit calibrate` stored for this checkpoint (1.0 without one)."""
         return temperature_for(self.run_dir, str(self.checkpoint), self.step)
 
+    def log_prior(self, places: np.ndarray) -> np.ndarray | None:
+        """log p(present) [N, C] float32 at places [N, 3] (lat, lon, day; NaN unknown) in class order; None without a prior."""
+        if self.prior is None:
+            return None
+        rows = torch.from_numpy(np.ascontiguousarray(places, dtype=np.float32).reshape(-1, 3))
+        return self.prior.log_presence(rows, self.prior_columns).float().cpu().numpy()
+
+    @property
+    def prior_weight(self) -> float:
+        """The prior's weight `lit calibrate` fit for this checkpoint (DEFAULT_WEIGHT without one)."""
+        weight = prior_weight_for(self.run_dir, str(self.checkpoint), self.step)
+        return DEFAULT_WEIGHT if weight is None else weight
+
     def describe(self) -> dict[str, Any]:
         return {"kind": "checkpoint", "checkpoint": str(self.checkpoint), "step": self.step, "model": self.cfg.model.name,
-                "classes": len(self.categories), "templates": list(self.templates)}
+                "classes": len(self.categories), "templates": list(self.templates),
+                "prior": None if self.prior is None else str(self.prior.path),
+                **({"prior_problem": self.prior_problem} if self.prior_problem else {})}
 
 
-__all__ = ["CheckpointModel"]
+__all__ = ["CheckpointModel", "load_run_prior", "run_dir_of"]
