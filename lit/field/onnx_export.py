@@ -6,7 +6,9 @@ fp16, beside the categories (taxonomy), the preprocessing, the calibration and a
 Everything is written into a staging folder beside OUT and verified there on the run's
 validation images (lit.field.onnx_verify: embeddings within a tolerance, class scores within
 the bound fp16 allows, top-1 identical wherever torch's margin exceeds twice that bound); only
-a verified export is renamed to OUT, so a refused one leaves OUT as it was.
+a verified export is renamed to OUT, so a refused one leaves OUT as it was. When the run has a
+location prior, prior.onnx goes with it, verified against torch within 1e-5 before anything is
+installed (lit.field.onnx_prior).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from PIL import Image
 from torch import nn
 
 from lit.data.folders import open_folder
-from lit.errors import UsageError, VerificationError
+from lit.errors import DataError, UsageError, VerificationError
 from lit.eval.calibration import FILE as CALIBRATION_FILE
 from lit.eval.calibration import Calibration
 from lit.field import onnx_predict as layout
 from lit.field.images import Preprocessing, open_image
+from lit.field.onnx_prior import describe_prior_failure, prior_weight, verify_export, write_prior
 from lit.field.onnx_verify import TOLERANCE, ScoreCheck, check_folder, describe_failure
 from lit.field.torch_model import CheckpointModel
 from lit.io import atomic_write, file_sha256, fsync_dir, write_json
@@ -145,9 +148,10 @@ def _install(stage: Path, out: Path) -> None:
 
 
 def export_onnx(ckpt: str | Path, out: str | Path, *, categories: str | Path | None = None, templates: Sequence[str] | None = None,
-                verify_limit: int = 0) -> tuple[Path, dict[str, Any]]:
-    """Write the export, verify it, and only then put it at `out`; returns (folder, verification).
+                verify_limit: int = 0, prior: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Write the export, verify it, and only then put it at `out`; returns (folder, verification of the image side).
 
+    With `prior` (the default) the run's location prior, when it has one, goes with it (manifest `prior`).
     A failed verification raises VerificationError (what failed and by how much) and leaves `out` as it was.
     """
     start = time.perf_counter()
@@ -157,18 +161,29 @@ def export_onnx(ckpt: str | Path, out: str | Path, *, categories: str | Path | N
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = _staging(out)
     try:
-        check = _write_and_verify(model, stage, verify_limit, start)
+        check = _write_and_verify(model, stage, verify_limit, start, out, prior)
         if not check["ok"]:
             raise VerificationError(str(out), describe_failure(check) + f"; nothing was written to {out}")
-        check_folder(stage, layout.REQUIRED)
+        check_folder(stage, layout.REQUIRED, layout.OPTIONAL)
         _install(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out, check
 
 
-def _write_and_verify(model: CheckpointModel, stage: Path, verify_limit: int, start: float) -> dict[str, Any]:
-    """Every file of the export in `stage`, verified; the manifest records the verification and the files' sha256."""
+def _write_and_verify(model: CheckpointModel, stage: Path, verify_limit: int, start: float, out: Path,
+                      with_prior: bool = True) -> dict[str, Any]:
+    """Every file of the export in `stage`, verified; the manifest records the verification and the files' sha256.
+
+    The prior (cheap) is verified before the images: a prior that fails raises VerificationError at once.
+    """
+    if with_prior and model.prior_problem:
+        raise DataError(f"{model.prior_problem}; or export without it: lit export RUN OUT --onnx --no-prior")
+    prior_path = model.prior.path if with_prior and model.prior is not None else None  # found as the torch engine finds it
+    ids = [c.id for c in model.categories]
+    prior, prior_section = None, None
+    if prior_path is not None:  # first: a prior that lacks an exported class stops the export before the slow part
+        prior, prior_section = write_prior(prior_path, ids, stage, OPSET, prior_weight(model.run_dir, model.checkpoint, model.step))
     pre = Preprocessing.of(preprocess_cfg(model.built.model))
     export_encoder(model.built.model, pre.size, stage / layout.ENCODER)
     atomic_write(stage / layout.CLASSES, lambda f: np.save(f, model.classifier.cpu().numpy().astype(np.float16)))
@@ -184,8 +199,15 @@ def _write_and_verify(model: CheckpointModel, stage: Path, verify_limit: int, st
         "logit_scale": model.logit_scale, "embed_dim": int(model.classifier.shape[1]), "classes": len(model.categories),
         "templates": list(model.templates), "opset": OPSET, "torch": torch.__version__, "temperature": model.temperature(),
     }
+    if prior_section is not None:
+        manifest[layout.PRIOR_KEY] = prior_section
     write_json(stage / layout.MANIFEST, manifest)
     onnx = layout.OnnxModel.load(stage, check=False)
+    if prior is not None and prior_section is not None:
+        prior_check = verify_export(prior, ids, onnx.log_prior, model.cfg)
+        prior_section["verification"] = prior_check
+        if not prior_check["ok"]:
+            raise VerificationError(str(out), describe_prior_failure(prior_check) + f"; nothing was written to {out}")
     shards = open_folder(model.cfg.data.val_shards, "data.val_shards", "lit shards").urls
     check = verify(model, onnx, shards, limit=verify_limit)
     manifest.update(verification=check, files={p.name: file_sha256(p) for p in sorted(stage.iterdir())

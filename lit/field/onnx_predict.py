@@ -3,7 +3,12 @@
 The folder holds image_encoder.onnx (unit-norm image embeddings, dynamic batch),
 class_embeddings.npy (fp16, unit-norm rows), categories.json (the classes and their taxonomy,
 in row order), preprocessing.json, calibration.json and manifest.json (logit scale, what was
-exported and how it was verified). tests/field check that this module never imports torch.
+exported and how it was verified). When the run had a location prior, prior.onnx maps places
+[N, 3] (latitude, longitude, day of year; NaN unknown) to log p(present) [N, C] of the same
+classes, and the manifest's `prior` holds its weight and verification (lit.field.onnx_prior):
+`OnnxModel.log_prior` and `prior_weight` give what the scorer weighs answers by. An export made
+before the prior existed has neither and answers from the image alone (log_prior is None).
+tests/field check that this module never imports torch.
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ CATEGORIES = "categories.json"
 PREPROCESSING = "preprocessing.json"
 REQUIRED = (ENCODER, CLASSES, CATEGORIES, PREPROCESSING)
 """The files every export holds and its manifest lists with their sha256 (calibration.json only when calibrated)."""
+PRIOR = "prior.onnx"
+"""The location prior, when the run had one: places [N, 3] → log p(present) [N, C] in class order."""
+PRIOR_KEY = "prior"
+"""The manifest's section on the prior (its source, weight and verification)."""
+OPTIONAL = ((PRIOR, PRIOR_KEY),)
+"""Parts an export may carry: present, they are listed with their sum and carry a passed verification of their own."""
+PRIOR_INPUT = "places"
+PRIOR_OUTPUT = "log_presence"
+DEFAULT_PRIOR_WEIGHT = 1.0
+"""lit.prior.combine.DEFAULT_WEIGHT, without importing torch (a test checks they are equal)."""
 
 
 def is_export(path: str | Path) -> bool:
@@ -63,6 +78,7 @@ class OnnxModel:
     preprocess: Preprocessing
     logit_scale: float
     manifest: dict[str, Any]
+    prior_session: Any = None  # onnxruntime session of prior.onnx; None: the export carries no prior
 
     @classmethod
     def load(cls, folder: str | Path, threads: int | None = None, *, check: bool = True) -> OnnxModel:
@@ -79,7 +95,7 @@ class OnnxModel:
             raise ConfigError(str(folder), "model", f"not an ONNX export (no {MANIFEST} and {ENCODER}): "
                                                       "write one with `lit export CHECKPOINT OUT --onnx`")
         if check:
-            check_folder(folder, REQUIRED)
+            check_folder(folder, REQUIRED, OPTIONAL)
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
             if manifest.get("format") != FORMAT:
@@ -95,7 +111,8 @@ class OnnxModel:
             raise ConfigError(str(folder), "model", f"{CLASSES} has {classes.shape[0]} rows for {len(categories)} classes: export again")
         session = ort.InferenceSession(str(folder / ENCODER), sess_options=session_options(threads),
                                        providers=["CPUExecutionProvider"])
-        return cls(folder, session, classes, categories, preprocess, float(manifest["logit_scale"]), manifest)
+        prior = open_prior(folder, len(categories), threads) if PRIOR_KEY in manifest else None
+        return cls(folder, session, classes, categories, preprocess, float(manifest["logit_scale"]), manifest, prior)
 
     @property
     def categories(self) -> list[Category]:
@@ -134,10 +151,52 @@ class OnnxModel:
         """The calibration exported with the model (1.0 without one)."""
         return temperature_for(self.folder) if (self.folder / CALIBRATION_FILE).is_file() else 1.0
 
+    def log_prior(self, places: np.ndarray) -> np.ndarray | None:
+        """log p(present) [N, C] float32 at places [N, 3] (latitude, longitude, day of year; NaN where unknown).
+
+        Columns in class order. Rows without latitude and longitude are computed as the graph encodes them
+        (zeros); the scorer leaves those rows image-only. None when the export carries no prior.
+        """
+        if self.prior_session is None:
+            return None
+        return run_prior(self.prior_session, places, len(self.categories_list))
+
+    @property
+    def prior_weight(self) -> float:
+        """The prior's exponent: fit by `lit calibrate` for the exported checkpoint, else the default (manifest `prior.weight`)."""
+        prior = self.manifest.get(PRIOR_KEY)
+        return float(prior["weight"]) if isinstance(prior, dict) and "weight" in prior else DEFAULT_PRIOR_WEIGHT
+
     def describe(self) -> dict[str, Any]:
         return {"kind": "onnx", "folder": str(self.folder), "checkpoint": self.manifest.get("checkpoint"),
                 "step": self.manifest.get("step"), "classes": len(self.categories_list),
                 "templates": self.manifest.get("templates", [])}
+
+
+def open_prior(folder: Path, classes: int, threads: int | None = None) -> Any:
+    """An onnxruntime session of the export's prior.onnx; a missing file or one of another shape is a ConfigError."""
+    import onnxruntime as ort
+
+    path = folder / PRIOR
+    try:
+        session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own error types for a missing or unreadable model
+        raise ConfigError(str(path), "model", f"the export's location prior cannot be opened ({err}): export again") from err
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if ([i.name for i in inputs], [o.name for o in outputs]) != ([PRIOR_INPUT], [PRIOR_OUTPUT]) or outputs[0].shape[-1] != classes:
+        raise ConfigError(str(path), "model", f"not a prior of this export ({[i.name for i in inputs]} → "
+                                              f"{[(o.name, o.shape) for o in outputs]}, {classes} classes expected): export again")
+    return session
+
+
+def run_prior(session: Any, places: np.ndarray, classes: int) -> np.ndarray:
+    """log p(present) [N, C] float32 of places [N, 3] through a prior.onnx session (N = 0 gives [0, C])."""
+    x = np.ascontiguousarray(places, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != 3:
+        raise ValueError(f"places must be [N, 3] (latitude, longitude, day of year), got shape {x.shape}")
+    if len(x) == 0:
+        return np.zeros((0, classes), np.float32)
+    return np.asarray(session.run(None, {PRIOR_INPUT: x})[0], dtype=np.float32)
 
 
 def default_threads() -> int:
@@ -148,5 +207,6 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-__all__ = ["CATEGORIES", "CLASSES", "ENCODER", "FORMAT", "MANIFEST", "PREPROCESSING", "REQUIRED", "OnnxModel", "default_threads", "is_export",
-           "session_options"]
+__all__ = ["CATEGORIES", "CLASSES", "DEFAULT_PRIOR_WEIGHT", "ENCODER", "FORMAT", "MANIFEST", "OPTIONAL", "PREPROCESSING", "PRIOR",
+           "PRIOR_INPUT", "PRIOR_KEY", "PRIOR_OUTPUT", "REQUIRED", "OnnxModel", "default_threads", "is_export", "open_prior",
+           "run_prior", "session_options"]

@@ -19,7 +19,8 @@ embeddings (stored in fp16). So it is checked on exactly those:
   common), never failures.
 
 **Before use** (`check_folder`, called by OnnxModel.load): the manifest must exist, be of this
-format, carry a passed verification, and every file it lists must match its sha256.
+format, carry a passed verification, and every file it lists must match its sha256; a location
+prior (prior.onnx, lit.field.onnx_prior) must be listed and carry its own passed verification.
 """
 
 from __future__ import annotations
@@ -133,9 +134,13 @@ def describe_failure(check: dict[str, Any]) -> str:
     return "the export failed its verification against torch on the validation images: " + "; ".join(check["failures"])
 
 
-def check_folder(folder: Path, required: tuple[str, ...]) -> dict[str, Any]:
+def check_folder(folder: Path, required: tuple[str, ...], optional: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     """The manifest of an export folder that may be used: verified, passed, and every listed file matches its sha256.
 
+    `optional`: (file, manifest key) of the parts an export may carry (the location prior,
+    lit.field.onnx_prior). Where the file is in the folder or the key in the manifest, the file
+    must be listed with its sum and the key must hold a passed `verification` of its own; an
+    export without either (one made before the part existed) is checked as before.
     Anything else raises VerificationError naming the folder and the fix.
     """
     path = folder / MANIFEST
@@ -154,7 +159,16 @@ def check_folder(folder: Path, required: tuple[str, ...]) -> dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise VerificationError(str(folder), f"{MANIFEST} lists no file sums; {FIX}")
-    missing = [name for name in required if name not in files]
+    present = [(name, key) for name, key in optional if (folder / name).exists() or key in manifest]
+    for name, key in present:
+        part = manifest.get(key)
+        part_check = part.get("verification") if isinstance(part, dict) else None
+        if not isinstance(part_check, dict):
+            raise VerificationError(str(folder), f"{name} is there but {MANIFEST} records no verification of it (`{key}`); {FIX}")
+        if part_check.get("ok") is not True:
+            reasons = "; ".join(part_check.get("failures") or []) or f"{key}.verification.ok is not true"
+            raise VerificationError(str(folder), f"{name} failed its verification ({reasons}): it is not used; {FIX}")
+    missing = [name for name in (*required, *(name for name, _ in present)) if name not in files]
     if missing:
         raise VerificationError(str(folder), f"{MANIFEST} lists no sum for {', '.join(missing)}; {FIX}")
     for name, digest in files.items():
