@@ -1,6 +1,6 @@
 """The location prior at iNat2021's shape: training time for 2.7M locations x 10,000 classes, and its cost per photo.
 
-Training: the job's default prior (width 256, depth 4, batch 2048, with the date) at 10,000
+Training: the paper jobs' prior (width 256, depth 4, batch 2048, 10 epochs, with the date) at 10,000
 classes, timed over a few steps on random places (the step's cost does not depend on where the
 places are) and projected to one epoch over iNat2021's 2,686,843 training images (all located, an
 upper bound: a few have no coordinates) and to `prior.epochs` epochs. Its FLOP count (from
@@ -28,6 +28,8 @@ CLASSES = 10_000
 INAT_TRAIN = 2_686_843
 STEPS = 6
 PREDICT_REPEATS = 300
+PAPER = PriorConfig(batch_size=2048, epochs=10)
+"""The paper jobs' prior (jobs/inat21-*.yaml: SINR's batch and epochs); width and depth are the defaults."""
 
 
 def _matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -93,7 +95,7 @@ def _per_photo(cfg: PriorConfig) -> tuple[float, float]:
 
 
 def run() -> list[dict[str, Any]]:
-    cfg = PriorConfig()
+    cfg = PAPER
     peak = _matmul_peak()
     step_s, flops = _training(cfg)
     steps_per_epoch = math.ceil(INAT_TRAIN / cfg.batch_size)
@@ -117,11 +119,11 @@ def run() -> list[dict[str, Any]]:
                  f"{alone_ms:.3f} ms"},
     ]
     rows.append({"section": "Location prior at iNat2021's shape", "markdown": (
-        f"The default prior (`prior` section: width {cfg.width}, depth {cfg.depth}, batch {cfg.batch_size} with as many "
+        f"The paper jobs' prior (jobs/inat21-*: width {cfg.width}, depth {cfg.depth}, batch {cfg.batch_size} with as many "
         f"random background places, day of year on) at {CLASSES:,} classes. A training step takes {step_s:.2f} s on "
         f"{threads} threads ({flops / 1e9:,.0f} GFLOP, {100 * flops / step_s / peak:.0f}% of the matmul peak measured in the "
         f"same run); one epoch over iNat2021's {INAT_TRAIN:,} training images is {steps_per_epoch:,} steps, "
-        f"**{epoch_h:.1f} h** here, and the default {cfg.epochs} epochs **{epoch_h * cfg.epochs:.1f} h** on this CPU "
+        f"**{epoch_h:.1f} h** here, and its {cfg.epochs} epochs **{epoch_h * cfg.epochs:.1f} h** on this CPU "
         "(the step is a few matmuls: on a GPU node it is minutes; `pipeline.prior` gives the stage its own resources). "
         f"At predict time the prior adds **{added_ms:.2f} ms** per photo on one core (goal: under 1 ms): its network at "
         f"the photo's place and the weighing of {CLASSES:,} probabilities. Measured on this machine; another CPU's "

@@ -27,7 +27,7 @@ from launcher.submitit_api import FailedSubmissionError, UncompletedJobError
 from launcher.sweepdir import SweepDir
 from lit.cli import guarded, parse_intermixed, would_submit
 from lit.cliargs import OVERRIDES_HELP, add_job
-from lit.config import Config, load_config
+from lit.config import STAGES, Config, load_config
 from lit.errors import UsageError, UserError
 from lit.log import console, setup_logging
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preempt-at-step", type=int, default=None, metavar="N",
                    help="local runs: send the preemption signal once step N is trained (it resumes)")
     p.add_argument("--stages", default=None, metavar="A,B",
-                   help="run these pipeline stages (of shards, embed, train, eval) instead of pipeline.stages")
+                   help=f"run these pipeline stages (of {', '.join(STAGES)}) instead of pipeline.stages")
     p = sub.add_parser("status", help="SLURM state, attempt, last step and metrics of a run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", help="print a task's log (stdout and stderr)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--rank", type=int, default=0, help="global rank of the task (default 0)")
-    p.add_argument("--stage", choices=["shards", "embed", "train", "eval"], default=None,
+    p.add_argument("--stage", choices=list(STAGES), default=None,
                    help="a pipeline stage's task (default: the training)")
     p.add_argument("--tail", type=int, default=200, metavar="N", help="last N lines of each file (0: all)")
     for name, (_, help_text) in PLUGINS.items():

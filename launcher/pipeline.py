@@ -1,10 +1,13 @@
-"""The whole job as one submission: its stages (shards → embed → train → eval) as SLURM jobs chained with afterok.
+"""The whole job as one submission: its stages (prior, shards → embed → train → eval) as SLURM jobs linked by afterok.
 
 - Each stage is one submitit job with its own resources (`pipeline.<stage>`, the `slurm` section
   filling what a stage leaves unset); training is `launcher.task.Task`, the others `StageTask`.
-- A stage whose outputs are already complete and match the job is skipped (`lit.stages.state`).
-- Each job depends on the one before it (`afterok`) with `--kill-on-invalid-dep=yes`: when a stage
-  fails for good, SLURM cancels the stages after it instead of leaving them pending forever.
+- A stage whose outputs are already complete and match the job is skipped (`lit.stages.state`);
+  a stage that reads what a stage of this submission makes runs again (`lit.stages.NEEDS`).
+- Each job waits for the jobs of this submission whose outputs it reads (`afterok`: `waits_for`;
+  the prior runs beside shards and embed, eval waits for it and for training) with
+  `--kill-on-invalid-dep=yes`: when a stage fails for good, SLURM cancels the stages that wait
+  for it instead of leaving them pending forever.
 - `RUN_DIR/pipeline.jsonl` records each submission (stage → job id); a stage's bookkeeping lives in
   its home (`RUN_DIR` for training, `RUN_DIR/stages/NAME` for the others); `status`, `cancel` and
   `resume` read them.
@@ -12,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from os import PathLike
 from typing import Any
@@ -29,7 +33,7 @@ from lit.configlib import ConfigError
 from lit.errors import UsageError
 
 OUTPUT_KEYS = {"shards": ("data.train_shards", "data.val_shards"), "embed": ("data.train_embeddings", "data.val_embeddings")}
-"""Preflight checks of paths a stage of the submission makes: they need not exist yet."""
+"""Preflight checks of the paths each stage makes: they need not exist when a stage of the submission makes them or none reads them."""
 
 
 def stage_config(cfg: Config, stage: str) -> Config:
@@ -47,7 +51,14 @@ def stage_config(cfg: Config, stage: str) -> Config:
         exclusive=s.exclusive and bool(gpus),
     )
     train = cfg.train if gpus else replace(cfg.train, device="cpu")
-    return replace(cfg, name=f"{cfg.name}-{stage}", slurm=slurm, train=train)
+    prior = cfg.prior if gpus else replace(cfg.prior, device="cpu")
+    return replace(cfg, name=f"{cfg.name}-{stage}", slurm=slurm, train=train, prior=prior)
+
+
+def waits_for(stage: str, running: Iterable[str]) -> list[str]:
+    """The stages of `running` whose outputs `stage` reads, less those another of them waits for already (afterok's list)."""
+    mine = [s for s in running if s in stages.upstream(stage)]
+    return [s for s in mine if not any(s in stages.upstream(other) for other in mine)]
 
 
 def chosen_stages(cfg: Config, only: str | None) -> list[str]:
@@ -62,19 +73,22 @@ def chosen_stages(cfg: Config, only: str | None) -> list[str]:
 
 
 def plan(cfg: Config, names: list[str], again: dict[str, str] | None = None) -> list[tuple[str, stages.StageState]]:
-    """Each chosen stage with its state; complete stages before the first incomplete one are skipped.
+    """Each chosen stage with its state; a complete stage is skipped unless a stage it reads runs.
 
     `again`: stages that run whatever their state, with the reason (a resume that changes the training's schedule).
     """
     out = []
-    behind = False  # a stage after one that runs always runs: its inputs are about to change
+    running: list[str] = []  # a stage that reads what one of these makes runs too: its inputs are about to change
     for name in names:
         state = stages.state(cfg, name)
+        before = [s for s in running if s in stages.upstream(name)]
         if state.complete and name in (again or {}):
             state = stages.StageState(False, (again or {})[name])
-        elif behind and state.complete:
-            state = stages.StageState(False, f"runs after a stage that runs ({state.detail})")
-        behind = behind or not state.complete
+        elif before and state.complete:
+            state = stages.StageState(False, f"runs after {' and '.join(before)}, which run{'s' * (len(before) == 1)} "
+                                      f"({state.detail})")
+        if not state.complete:
+            running.append(name)
         out.append((name, state))
     return out
 
@@ -87,8 +101,8 @@ def _task(cfg: Config, stage: str) -> Task | StageTask:
 
 
 def checks(cfg: Config, names: list[str]) -> None:
-    """Preflight of the first stage's config, not failing on paths that earlier stages of this submission make."""
-    made = {k for s in names for k in OUTPUT_KEYS.get(s, ())}
+    """Preflight of the job, not failing on paths that stages of this submission make or that none of them reads."""
+    made = {k for s, keys in OUTPUT_KEYS.items() for k in keys if s in names or not any(s in stages.upstream(n) for n in names)}
     try:
         preflight(cfg)
     except PreflightFailed as err:
@@ -98,7 +112,7 @@ def checks(cfg: Config, names: list[str]) -> None:
 
 
 def submit(cfg: Config, only: str | None = None, kind: str = "submit", again: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Submit the stages that are not complete, each after the one before; returns the chain (one record per stage)."""
+    """Submit the stages that are not complete, each after the stages it reads; returns the chain (one record per stage)."""
     cfg = prepare(cfg)
     if not clusters.of(cfg).scheduled:
         raise ConfigError("", "cluster", "a pipeline runs stages as SLURM jobs: set cluster=slurm "
@@ -114,41 +128,58 @@ def submit(cfg: Config, only: str | None = None, kind: str = "submit", again: di
 
 def submit_chain(cfg: Config, planned: list[tuple[str, stages.StageState]], kind: str = "submit",
                  after: str | None = None) -> list[dict[str, Any]]:
-    """Submit each planned stage that is not complete after the one before (the first after `after`): the chain."""
+    """Submit each planned stage that is not complete, after the jobs of the stages it reads (`waits_for`): the chain.
+
+    `after`: a job (`a:b`: jobs) that each stage waiting for no stage of this chain waits for.
+    """
     chain: list[dict[str, Any]] = []
+    jobs: dict[str, str] = {}
     for name, state in planned:
         if state.complete:
             chain.append({"stage": name, "job_id": None, "skipped": True, "detail": state.detail})
             continue
+        waits = waits_for(name, jobs)
+        dependency = ":".join(jobs[s] for s in waits) or after
         sub_cfg = stage_config(cfg, name)
         where = RunDir(cfg.run_dir).stage(name)
         where.save_config(sub_cfg)
-        executor = clusters.of(cfg).executor(sub_cfg, where.path, after)
+        executor = clusters.of(cfg).executor(sub_cfg, where.path, dependency)
         with clean_submit_env():
             job = executor.submit(_task(sub_cfg, name))
-        where.record_job(kind, job.job_id, cfg.cluster, stage=name, after=after)
-        after = str(job.job_id)
-        chain.append({"stage": name, "job_id": after, "skipped": False, "detail": state.detail})
-        logger.info("%s: stage %s is job %s", kind, name, after)
+        where.record_job(kind, job.job_id, cfg.cluster, stage=name, after=dependency)
+        jobs[name] = str(job.job_id)
+        chain.append({"stage": name, "job_id": jobs[name], "skipped": False, "detail": state.detail, "after": waits})
+        logger.info("%s: stage %s is job %s%s", kind, name, jobs[name], f" (after {dependency})" if dependency else "")
     return chain
 
 
+def chain_text(planned: list[tuple[str, stages.StageState]]) -> str:
+    """The stages in order: `a → b` where b waits for a, `a, b` where b runs beside a (`prior, shards → embed → train → eval`)."""
+    text = ""
+    for i, (name, state) in enumerate(planned):
+        if i:
+            text += " → " if planned[i - 1][0] in stages.upstream(name) else ", "
+        text += name + (" (skipped)" if state.complete else "")
+    return text
+
+
 def dry_run_text(cfg: Config, only: str | None = None) -> str:
-    """Every stage's sbatch script and the chain, as `submit` would make them."""
+    """Every stage's sbatch script and what it waits for, as `submit` would make them."""
     cfg = prepare(cfg)
-    names = chosen_stages(cfg, only)
+    planned = plan(cfg, chosen_stages(cfg, only))
     parts: list[str] = []
-    previous: str | None = None
-    for name, state in plan(cfg, names):
+    running: list[str] = []
+    for name, state in planned:
         if state.complete:
             parts.append(f"## stage {name}: skipped ({state.detail})")
             continue
-        dep = f"<job id of {previous}>" if previous else None
-        parts.append(f"## stage {name} ({state.detail})" + (f", after {previous} succeeds" if previous else "")
+        waits = waits_for(name, running)
+        dep = ":".join(f"<job id of {s}>" for s in waits) or None
+        after = f", after {' and '.join(waits)} succeed{'s' * (len(waits) == 1)}" if waits else ""
+        parts.append(f"## stage {name} ({state.detail}){after}"
                      + f"\n{render_sbatch(stage_config(cfg, name), RunDir(cfg.run_dir).stage(name).path, dep)}")
-        previous = name
-    chain = " → ".join(f"{n}{' (skipped)' if s.complete else ''}" for n, s in plan(cfg, names))
-    return "\n\n".join([f"# pipeline of {cfg.name}: {chain}", *parts])
+        running.append(name)
+    return "\n\n".join([f"# pipeline of {cfg.name}: {chain_text(planned)}", *parts])
 
 
 def active_jobs(run: RunDir) -> list[str]:
@@ -194,5 +225,5 @@ def resume(run_dir: str | PathLike[str], overrides: list[str] | None = None, dry
     return submit(cfg, ",".join(names), kind="resume", again=again)
 
 
-__all__ = ["OUTPUT_KEYS", "active_jobs", "cancel", "checks", "chosen_stages", "dry_run_text", "plan", "resume", "stage_config",
-           "submit", "submit_chain"]
+__all__ = ["OUTPUT_KEYS", "active_jobs", "cancel", "chain_text", "checks", "chosen_stages", "dry_run_text", "plan", "resume",
+           "stage_config", "submit", "submit_chain", "waits_for"]

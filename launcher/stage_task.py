@@ -1,8 +1,9 @@
-"""The task of a pipeline stage other than training (shards, embed, eval): a submitit `Checkpointable` around `lit.stages`.
+"""The task of a pipeline stage other than training (prior, shards, embed, eval): a submitit `Checkpointable` around `lit.stages`.
 
 Like `launcher.task.Task`: USR2 (or TERM) sets lit's stop flag, the stage finishes the unit in
-flight (a shard) and returns `stopped`, rank 0 requeues the job through submitit, and the requeued
-job goes on where it stopped. The stage's bookkeeping lives in its home, `RUN_DIR/stages/NAME`:
+flight (a shard) or checkpoints (the prior) and returns `stopped`, rank 0 requeues the job through
+submitit, and the requeued job goes on where it stopped; a requeued stage that is complete already
+does nothing. The stage's bookkeeping lives in its home, `RUN_DIR/stages/NAME`:
 config.yaml, attempts.jsonl, metrics.jsonl (start / stop / done lines) and submitit's slurm/.
 """
 
@@ -19,6 +20,9 @@ from launcher.task import requeue, task_environment, wait_for_slurm
 from lit import signals, stages
 from lit.config import Config
 from lit.runlog import append_metric
+
+SAVED = {"prior": "the prior's checkpoint", "shards": "complete shards", "embed": "complete shards"}
+"""What a stage that stopped has kept (its stages skip their work once complete, when a finished job is requeued)."""
 
 
 class StageTask(Checkpointable):
@@ -52,7 +56,7 @@ class StageTask(Checkpointable):
             if env.global_rank == 0:
                 append_metric(home, "done", 0, stage=self.stage, outcome=outcome)
             return {"status": "finished", "stage": self.stage, "rank": env.global_rank}
-        saved = f"stage {self.stage}: complete shards"
+        saved = f"stage {self.stage}: {SAVED.get(self.stage, 'its progress')}"
         if env.global_rank == 0:
             append_metric(home, "stop", 0, stage=self.stage, reason=reason)
         if "SIGTERM" in reason and "SIGUSR2" not in reason and clusters.named(env.cluster).scheduled:
@@ -62,10 +66,12 @@ class StageTask(Checkpointable):
         return {"status": "stopped", "stage": self.stage, "rank": env.global_rank, "reason": reason}
 
     def _run(self, env: JobEnvironment) -> str:
-        if self.stage in ("shards", "embed") and stages.state(self.cfg, self.stage).complete:
-            # e.g. a `scontrol requeue` of a finished stage: its outputs (read by the stage after it) stay untouched
+        if self.stage in SAVED and stages.state(self.cfg, self.stage).complete:
+            # e.g. a `scontrol requeue` of a finished stage: its outputs (read by the stages after it) stay untouched
             logger.info("stage %s is complete already: nothing to do", self.stage)
             return "done"
+        if self.stage == "prior":
+            return stages.run_prior(self.cfg, signals.requested)
         if self.stage == "shards":
             return stages.run_shards(self.cfg, signals.requested, part=(env.global_rank, env.num_tasks))
         if self.stage == "embed":
@@ -73,10 +79,10 @@ class StageTask(Checkpointable):
         if self.stage == "eval":
             stages.run_eval(self.cfg)
             return "done"
-        raise ValueError(f"StageTask runs shards, embed or eval, not {self.stage!r} (training is launcher.task.Task)")
+        raise ValueError(f"StageTask runs prior, shards, embed or eval, not {self.stage!r} (training is launcher.task.Task)")
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission | None:  # type: ignore[override]  # None: no requeue
-        """Called by submitit before a requeue: resubmit unchanged (complete shards are on disk)."""
+        """Called by submitit before a requeue: resubmit unchanged (complete shards, the prior's checkpoint are on disk)."""
         if RunDir(self.home).metrics().has_result():
             return None
         return DelayedSubmission(self)

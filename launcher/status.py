@@ -19,6 +19,7 @@ from launcher.rundir import Job, RunDir
 from launcher.sweepdir import SweepDir
 from lit import stages
 from lit.config import Config
+from lit.io import read_jsonl
 from lit.runlog import AttemptsLog, AttemptStart, Eval, MetricsLog, Start, Train, describe
 
 FAILED_STATES = ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
@@ -109,6 +110,8 @@ def progress(cfg: Config, stage: str, train: dict[str, Any]) -> str:
             total = len(json.loads(manifest.read_text())["shards"]) if manifest.is_file() else 0
             parts.append(f"{split} {len(list(Path(emb).glob('.emb-*.json')))}/{total or '?'} shards")
         return ", ".join(parts)
+    if stage == "prior":
+        return prior_progress(cfg)
     if stage == "train":
         last, steps = train.get("last_train") or {}, train.get("total_steps")
         return (f"step {train.get('step', 0)}" + (f" / {steps}" if steps else "")
@@ -117,11 +120,22 @@ def progress(cfg: Config, stage: str, train: dict[str, Any]) -> str:
     return stages.eval_state(cfg).detail
 
 
+def prior_progress(cfg: Config) -> str:
+    """The prior's state, or the epochs its metrics.jsonl has so far."""
+    from lit.prior.store import prior_dir
+
+    state = stages.prior_state(cfg)
+    if state.complete:
+        return state.detail
+    epochs = [r.get("epoch", 0) for r in read_jsonl(prior_dir(cfg) / "metrics.jsonl")]
+    return f"epoch {epochs[-1]} of {cfg.prior.epochs} done" if epochs else state.detail
+
+
 def stage_rows(run: RunDir, cfg: Config, train: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per stage of the newest submission: job, state, attempts, outcome, progress, why it failed or was cancelled."""
     kind = clusters.of(cfg)
     rows = []
-    failed_before = ""
+    failed: list[str] = []  # stages whose job failed: SLURM cancels the stages that wait for them
     for entry in run.last_chain():
         name, job_id = entry["stage"], entry["job_id"]
         home = run.stage(name)
@@ -133,16 +147,17 @@ def stage_rows(run: RunDir, cfg: Config, train: dict[str, Any]) -> list[dict[str
             continue
         state = kind.state(job_id)
         attempts = home.attempts()
-        failed = [d for d in attempts.failed() if d.job_id == job_id]
+        tries = [d for d in attempts.failed() if d.job_id == job_id]
         row.update(state=state, attempts=len(attempts.starts_of(job_id)))
-        if failed and failed[-1].decision != "retried":
-            row["why"] = f"{failed[-1].decision}: {failed[-1].cause}"
-        elif failed:
-            row["why"] = f"{len(failed)} failed attempt{'s' * (len(failed) > 1)}, retried: {failed[-1].cause}"
-        elif state == "CANCELLED" and failed_before:
-            row["why"] = f"cancelled by SLURM: the {failed_before} stage before it failed (afterok never satisfied)"
-        if state in FAILED_STATES and not failed_before:
-            failed_before = name
+        waited = [s for s in failed if s in stages.upstream(name)]
+        if tries and tries[-1].decision != "retried":
+            row["why"] = f"{tries[-1].decision}: {tries[-1].cause}"
+        elif tries:
+            row["why"] = f"{len(tries)} failed attempt{'s' * (len(tries) > 1)}, retried: {tries[-1].cause}"
+        elif state == "CANCELLED" and waited:
+            row["why"] = f"cancelled by SLURM: the {waited[0]} stage before it failed (afterok never satisfied)"
+        if state in FAILED_STATES or (state == "CANCELLED" and waited):
+            failed.append(name)
         rows.append(row)
     return rows
 
@@ -179,5 +194,5 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
     return {"sweep": str(sweep), "name": sweep.read()["name"], "members": rows, "failed_attempts": failed}
 
 
-__all__ = ["FAILED_STATES", "failed_attempts", "job_state", "last_stop", "progress", "run_status", "stage_rows", "status",
+__all__ = ["FAILED_STATES", "failed_attempts", "job_state", "last_stop", "prior_progress", "progress", "run_status", "stage_rows", "status",
            "sweep_status"]

@@ -3,9 +3,12 @@
 - `SWEEP_DIR/sweep.json` holds the spec and the members, `submissions.jsonl` each submission (members
   → array task ids, the shared stages' jobs), resume and cancel; each member is an ordinary run directory
   `SWEEP_DIR/<member>` (status, logs, cancel and resume work on it as on any run).
-- Members share what they can: the shards of a dataset and the cached embeddings of each distinct
-  image tower are made once, by the pipeline's shards and embed stages (`pipeline.stages`), and
-  the array waits for them (`afterok`). Two members with different towers must name different caches.
+- Members share what they can: the shards of a dataset, the cached embeddings of each distinct
+  image tower and the location prior of each distinct `prior_key` (annotations and prior settings)
+  are made once, by the pipeline's shards, embed and prior stages (`pipeline.stages`), and the array
+  waits for them (`afterok`; the prior beside shards and embed, for the members' final evaluation).
+  Two members with different towers must name different caches; a member's prior without its own
+  prior.out goes to SWEEP_DIR/priors/KEY (`launcher.sweep_spec.shared_prior`).
 - One array job (`slurm.array_parallelism` members at once); a member's preemption requeues only
   its own array task (`scontrol requeue ARRAY_TASK`), a member that diverges ends as a result.
 - Locally (cluster: local) the shared stages run in this process, then the members run through
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -29,14 +33,16 @@ from launcher.rundir import RunDir
 from launcher.spec import prepare, render_sbatch
 from launcher.submit import cancel as cancel_run
 from launcher.submit import check_fresh, clean_submit_env, resume_config
-from launcher.sweep_spec import Member, MemberSpec, SweepSpec, resolve
+from launcher.sweep_spec import Member, MemberSpec, SweepSpec, prior_key, resolve
 from launcher.sweepdir import SWEEP, SweepDir
 from launcher.task import Task
 from lit import stages
-from lit.config import Config
+from lit.config import STAGES, Config
 from lit.configlib import ConfigError, to_dict
+from lit.prior.store import prior_dir
 
-PREP_STAGES = ("shards", "embed")
+PREP_STAGES = ("prior", "shards", "embed")
+"""The stages a sweep runs once for the members that share their outputs, before the array."""
 TOWER_KEYS = ("image_weights", "image_pretrained", "lock_image", "unlocked_groups", "freeze_bn_stats")
 SHARED_SECTIONS = ("slurm", "container", "cluster")
 """What one array job shares: its sbatch script (resources) and the way Python starts."""
@@ -57,27 +63,32 @@ def tower_key(cfg: Config) -> str:
 
 
 def shards_key(cfg: Config) -> str:
+    """What makes a dataset's shards: its root, the captions and the shard settings."""
     return json.dumps({"root": cfg.data.root, "captions": to_dict(cfg.captions), "shards": to_dict(cfg.shards)}, sort_keys=True)
+
+
+PREP_OUTPUT: dict[str, tuple[str, Callable[[Config], str], Callable[[Config], str], str]] = {
+    "prior": ("prior.out", lambda c: str(prior_dir(c)), prior_key, "from other annotations or prior settings"),
+    "shards": ("data.train_shards", lambda c: c.data.train_shards, shards_key, "from other data"),
+    "embed": ("data.train_embeddings", lambda c: c.data.train_embeddings, tower_key, "with another image tower or views"),
+}
+"""Per prep stage: the key naming its output folder, that folder, what makes it (members with equal keys share it), what differs."""
 
 
 def prep_groups(members: list[Member]) -> dict[str, list[tuple[str, Config]]]:
     """Per prep stage, one (group id, representative config) per distinct output folder; conflicts are errors."""
-    stages_of = [m for m in members if set(PREP_STAGES) & set(m.cfg.pipeline.stages)]
-    groups: dict[str, list[tuple[str, Config]]] = {"shards": [], "embed": []}
-    for stage, path_of, key_of in (
-        ("shards", lambda c: c.data.train_shards, shards_key),
-        ("embed", lambda c: c.data.train_embeddings, tower_key),
-    ):
+    groups: dict[str, list[tuple[str, Config]]] = {stage: [] for stage in PREP_STAGES}
+    for stage in PREP_STAGES:
+        which, path_of, key_of, differs = PREP_OUTPUT[stage]
         seen: dict[str, tuple[str, str]] = {}
-        for m in stages_of:
+        for m in members:
             if stage not in m.cfg.pipeline.stages or (stage == "embed" and m.cfg.data.image_source != "cached"):
                 continue
             path, key = path_of(m.cfg), key_of(m.cfg)
             if path in seen and seen[path][1] != key:
-                which = "data.train_embeddings" if stage == "embed" else "data.train_shards"
                 raise ConfigError(f"members.{m.name}", which, f"{path} is also the {stage} folder of member {seen[path][0]}, "
-                                  f"made {'with another image tower or views' if stage == 'embed' else 'from other data'}: "
-                                  f"give each member its own {which} (and its val folder)")
+                                  f"made {differs}: give each member its own {which}"
+                                  + (" (and its val folder)" if stage != "prior" else ""))
             if path not in seen:
                 seen[path] = (m.name, key)
                 groups[stage].append((f"{stage}{len(groups[stage])}", m.cfg))
@@ -89,9 +100,12 @@ def _prep_cfg(cfg: Config, sweep: SweepDir, group: str) -> Config:
 
 
 def submit_prep(members: list[Member], sweep: SweepDir, kind: str) -> list[dict[str, Any]]:
-    """Submit the shards and embed stages the members need and lack (embed after its shards); the chain."""
+    """Submit the prior, shards and embed stages the members need and lack (embed after its shards); the chain."""
     groups = prep_groups(members)
     chain: list[dict[str, Any]] = []
+    for group, cfg in groups["prior"]:  # reads the annotations only: waits for nothing
+        entry = pipeline.submit_chain(_prep_cfg(cfg, sweep, group), [("prior", stages.state(cfg, "prior"))], kind)[0]
+        chain.append({**entry, "group": group})
     shards_job: dict[str, str | None] = {}
     for group, cfg in groups["shards"]:
         entry = pipeline.submit_chain(_prep_cfg(cfg, sweep, group), [("shards", stages.state(cfg, "shards"))], kind)[0]
@@ -108,7 +122,7 @@ def submit_prep(members: list[Member], sweep: SweepDir, kind: str) -> list[dict[
 
 
 def run_prep_here(members: list[Member]) -> None:
-    """Local sweeps: make the missing shards and caches in this process, each once."""
+    """Local sweeps: make the missing priors, shards and caches in this process, each once."""
     groups = prep_groups(members)
     for stage in PREP_STAGES:
         for group, cfg in groups[stage]:
@@ -117,7 +131,9 @@ def run_prep_here(members: list[Member]) -> None:
                 logger.info("%s %s: complete already (%s)", stage, group, state.detail)
                 continue
             logger.info("%s %s: %s", stage, group, state.detail)
-            if stage == "shards":
+            if stage == "prior":
+                stages.run_prior(cfg, lambda: False)
+            elif stage == "shards":
                 stages.run_shards(cfg, lambda: False)
             else:
                 stages.run_embed(cfg, lambda: False)
@@ -169,8 +185,8 @@ def checks(spec: SweepSpec, source: str, kind: str = "submit",
         for m in chosen:
             check_fresh(m.cfg.run_dir)
     check_shared(chosen)
-    for m in chosen:
-        pipeline.checks(m.cfg, list(PREP_STAGES))
+    for m in chosen:  # the shared stages the member has make their outputs; its training reads them
+        pipeline.checks(m.cfg, [s for s in STAGES if (s in PREP_STAGES and s in m.cfg.pipeline.stages) or s == "train"])
     if not (cluster.scheduled or cluster.follows):
         raise ConfigError(source, "cluster", f"a sweep runs on cluster slurm or local, not {cluster.name!r}")
     return sweep_dir, members, chosen
@@ -322,5 +338,5 @@ def resume(sweep_dir: str | Path, overrides: list[str] | None = None, dry_run: b
     return submit(spec, str(sweep.path / SWEEP), kind="resume", only=names)
 
 
-__all__ = ["PREP_STAGES", "cancel", "check_shared", "checks", "dry_run_text", "prep_groups", "resume", "run_local_members", "shards_key",
-           "spec_of", "submit", "submit_prep", "todo", "tower_key"]
+__all__ = ["PREP_OUTPUT", "PREP_STAGES", "cancel", "check_shared", "checks", "dry_run_text", "prep_groups", "prior_key", "resume",
+           "run_local_members", "shards_key", "spec_of", "submit", "submit_prep", "todo", "tower_key"]

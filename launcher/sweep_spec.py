@@ -14,10 +14,12 @@ others apply to every member. A sweep file (jobs/sweeps/*.yaml) says the same in
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +29,8 @@ from lit.errors import UsageError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PAPERS = ("", "warmup")
+PRIORS_DIR = "priors"
+"""`SWEEP_DIR/priors/KEY`: a location prior shared by the members whose prior is made the same way (`prior_key`)."""
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,23 @@ def is_sweep_file(path: str | Path) -> bool:
         return False
 
 
+def prior_key(cfg: Config) -> str:
+    """What makes a location prior: the annotations (data.root, prior.split) and the settings its weights depend on."""
+    from lit.prior.train import FINGERPRINT_KEYS
+
+    return json.dumps({"root": cfg.data.root, "prior": {k: getattr(cfg.prior, k) for k in FINGERPRINT_KEYS}}, sort_keys=True)
+
+
+def shared_prior(cfg: Config, sweep_dir: Path) -> Config:
+    """A member with the prior stage and no prior.out of its own keeps its prior in SWEEP_DIR/priors/KEY, with its equals."""
+    if "prior" not in cfg.pipeline.stages or cfg.prior.out:
+        return cfg
+    digest = hashlib.sha256(prior_key(cfg).encode()).hexdigest()[:12]
+    return replace(cfg, prior=replace(cfg.prior, out=str(sweep_dir / PRIORS_DIR / digest)))
+
+
 def resolve(spec: SweepSpec, source: str) -> tuple[Path, list[Member]]:
-    """The sweep folder (absolute) and every member with its loaded, validated config."""
+    """The sweep folder (absolute) and every member with its loaded, validated config (`shared_prior`: where its prior is)."""
     sweep_dir = Path(spec.sweep_dir or f"runs/sweeps/{spec.name}").expanduser().resolve()
     members = []
     for i, (name, overrides) in enumerate(expand(spec, source)):
@@ -175,9 +194,9 @@ def resolve(spec: SweepSpec, source: str) -> tuple[Path, list[Member]]:
             cfg = load_config(spec.job, allover)
         except ConfigError as err:
             raise ConfigError(source, f"members.{name}", str(err)) from err
-        members.append(Member(i, name, tuple(overrides), cfg))
+        members.append(Member(i, name, tuple(overrides), shared_prior(cfg, sweep_dir)))
     return sweep_dir, members
 
 
-__all__ = ["Member", "MemberSpec", "SweepSpec", "expand", "from_cli", "is_sweep_file", "load_spec", "point_name", "resolve",
-           "split_cli"]
+__all__ = ["Member", "MemberSpec", "PRIORS_DIR", "SweepSpec", "expand", "from_cli", "is_sweep_file", "load_spec", "point_name",
+           "prior_key", "resolve", "shared_prior", "split_cli"]

@@ -4,7 +4,8 @@
   folder (`SWEEP_DIR/MEMBER`, an ordinary run folder), array index and job id;
 - `submissions.jsonl`: each submission and resume (members → array task ids, the shared stages'
   jobs) and each cancel;
-- `prep/GROUP`: the run folder of a shared stage (shards or embed) made once for the members;
+- `prep/GROUP`: the run folder of a shared stage (prior, shards or embed) made once for the members;
+- `priors/KEY`: a location prior shared by the members made the same way (`launcher.sweep_spec.shared_prior`);
 - `slurm/`: submitit's folder of the job array (every member's logs);
 - `report.md`, `report.json`, `plots/` (`launcher.report`).
 """
@@ -84,7 +85,7 @@ class SweepDir:
         self.write(data)
 
     def prep(self, group: str) -> RunDir:
-        """The run folder of a shared stage's group (`shards0`, `embed1`, ...)."""
+        """The run folder of a shared stage's group (`prior0`, `shards0`, `embed1`, ...)."""
         return RunDir(self.path / PREP_DIR / group)
 
     def submissions(self) -> list[dict[str, Any]]:

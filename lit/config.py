@@ -267,10 +267,10 @@ class PriorConfig:
     """Width of the coordinate network's residual layers."""
     depth: int = 4
     """Residual blocks of the coordinate network."""
-    epochs: int = 10
-    """Passes over the located training images."""
-    batch_size: int = 2048
-    """Observations per step (each paired with a random background location)."""
+    epochs: int = 60
+    """Passes over the located training images (the toy sets' few thousand need many; jobs/inat21-*: 10, as SINR)."""
+    batch_size: int = 256
+    """Observations per step, each paired with a random background location (jobs/inat21-*: 2048, as SINR)."""
     lr: float = 5.0e-4
     """Adam learning rate (SINR's)."""
     lr_decay: float = 0.98
@@ -370,7 +370,8 @@ class SlurmConfig:
                    f"--{flag} is set by the launcher: use {MANAGED_SBATCH.get(flag)}")
 
 
-STAGES = ("shards", "embed", "train", "eval")
+STAGES = ("prior", "shards", "embed", "train", "eval")
+"""The pipeline's stages in the order they are given (`lit.stages.NEEDS`: which of them each one waits for)."""
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,25 @@ class ShardsStageConfig(StageConfig):
 
 
 @dataclass(frozen=True)
+class PriorStageConfig(StageConfig):
+    """Resources of `lit prior`: one process on a CPU node (it reads only the annotations); 1 GPU at most."""
+
+    nodes: int = 1
+    """Nodes: 1 (the prior trains in one process)."""
+    tasks_per_node: int = 1
+    """Processes per node: 1."""
+    gpus_per_node: int | None = 0
+    """GPUs per node: 0 (a CPU job, prior.device cpu) or 1 (with prior.device auto or cuda)."""
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.nodes == 1, "nodes", f"the prior trains in one process on one node: set 1, got {self.nodes}")
+        _check(self.tasks_per_node == 1, "tasks_per_node", f"the prior trains in one process: set 1, got {self.tasks_per_node}")
+        _check(self.gpus_per_node in (0, 1), "gpus_per_node", f"0 (a CPU job) or 1 (with prior.device: auto or cuda), "
+               f"got {self.gpus_per_node}")
+
+
+@dataclass(frozen=True)
 class EmbedStageConfig(StageConfig):
     """Resources of `lit embed` (train and val): by default the training allocation."""
 
@@ -424,10 +444,12 @@ class EvalStageConfig(StageConfig):
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The stages `python -m launcher submit` runs as SLURM jobs chained with afterok dependencies."""
+    """The stages `python -m launcher submit` runs as SLURM jobs, each after the stages it reads (afterok)."""
 
     stages: tuple[str, ...] = ()
-    """Stages in order, from shards, embed, train, eval (empty: train only); complete ones are skipped."""
+    """Stages in order, from prior, shards, embed, train, eval (empty: train only); complete ones are skipped; each waits for the ones it reads (eval for prior and train)."""
+    prior: PriorStageConfig = field(default_factory=PriorStageConfig)
+    """Resources of the prior stage (`lit prior`: the location prior, beside shards and embed)."""
     shards: ShardsStageConfig = field(default_factory=ShardsStageConfig)
     """Resources of the shards stage."""
     embed: EmbedStageConfig = field(default_factory=EmbedStageConfig)

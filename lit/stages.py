@@ -1,10 +1,12 @@
 """The job's stages as library calls: what each one writes, whether that is already complete, and running it.
 
-shards (`lit shards`, train and val) → embed (`lit embed`, train and val; cached jobs) → train → eval.
-A stage never knows it is in a pipeline: it reads its inputs' manifests and writes its own; the
-launcher only chains the stages and reports (`launcher.pipeline`). Every stage can be asked to
-stop (`should_stop`): it finishes the unit in flight (a shard, a training step) and returns
-`stopped`; a re-run goes on where it stopped.
+shards (`lit shards`, train and val) → embed (`lit embed`, train and val; cached jobs) → train → eval,
+and beside them prior (`lit prior`: the location prior, from the annotations alone), which only eval
+reads. `NEEDS` says which stages' outputs each one reads. A stage never knows it is in a pipeline:
+it reads its inputs' manifests and writes its own; the launcher only orders the stages and reports
+(`launcher.pipeline`). Every stage can be asked to stop (`should_stop`): it finishes the unit in
+flight (a shard, a training step) or checkpoints (the prior) and returns `stopped`; a re-run goes
+on where it stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from lit.runlog import MetricsLog
 
 EVAL_DIR = "eval/final"
 """Where the eval stage writes results.json and its plots, inside the run directory."""
+NEEDS: dict[str, tuple[str, ...]] = {
+    "prior": (), "shards": (), "embed": ("shards",), "train": ("shards", "embed"), "eval": ("prior", "shards", "embed", "train"),
+}
+"""The stages whose outputs each stage reads (eval reports with and without the prior; training never reads it)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,16 @@ class StageState:
     detail: str
 
 
+def upstream(stage: str) -> set[str]:
+    """Every stage whose outputs `stage` reads, directly or through another stage."""
+    found: set[str] = set()
+    todo = list(NEEDS[stage])
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += NEEDS[name]
+    return found
 
 
 def _manifest(folder: str | Path) -> dict[str, Any] | None:
@@ -102,8 +118,15 @@ def eval_state(cfg: Config) -> StageState:
     return StageState(True, f"top-1 {result.get('top1', 0):.2f}%, top-5 {result.get('top5', 0):.2f}%")
 
 
+def prior_state(cfg: Config) -> StageState:
+    """Complete once the job's prior is trained from the job's annotations with its prior settings (`lit.prior.train.complete`)."""
+    from lit.prior.train import complete
+
+    return StageState(*complete(cfg))
+
+
 STATE: dict[str, Callable[[Config], StageState]] = {
-    "shards": shards_state, "embed": embed_state, "train": train_state, "eval": eval_state,
+    "prior": prior_state, "shards": shards_state, "embed": embed_state, "train": train_state, "eval": eval_state,
 }
 
 
@@ -143,6 +166,13 @@ def run_embed(cfg: Config, should_stop: Callable[[], bool]) -> str:
     return "done"
 
 
+def run_prior(cfg: Config, should_stop: Callable[[], bool]) -> str:
+    """Train the job's location prior (or go on from its checkpoint, or keep it when complete): 'done' or 'stopped'."""
+    from lit.prior.train import train_prior
+
+    return "stopped" if train_prior(cfg, should_stop, progress=False).get("stopped") else "done"
+
+
 def run_eval(cfg: Config) -> dict[str, Any]:
     """Zero-shot evaluation of the newest checkpoint on the validation data into RUN/eval/final."""
     from lit.eval.runner import evaluate_checkpoint
@@ -153,5 +183,5 @@ def run_eval(cfg: Config) -> dict[str, Any]:
     return result
 
 
-__all__ = ["EVAL_DIR", "StageState", "embed_state", "eval_state", "run_embed", "run_eval", "run_shards", "shards_state",
-           "splits", "state", "train_state"]
+__all__ = ["EVAL_DIR", "NEEDS", "StageState", "embed_state", "eval_state", "prior_state", "run_embed", "run_eval", "run_prior",
+           "run_shards", "shards_state", "splits", "state", "train_state", "upstream"]

@@ -40,8 +40,10 @@ def test_three_members_with_their_own_towers_and_caches(members: list[Member]) -
         assert len({getattr(c.data, key) for c in by_name.values()}) == 3, key
     assert {c.data.train_shards for c in by_name.values()} == {by_name["vit-l14"].data.train_shards}
     groups = prep_groups(members)  # the sweep's own check: two towers never share one cache
-    assert len(groups["shards"]) == 1 and len(groups["embed"]) == 3
-    assert all(list(c.pipeline.stages) == ["shards", "embed", "train"] and c.data.image_source == "cached" for c in by_name.values())
+    assert len(groups["prior"]) == 1 and len(groups["shards"]) == 1 and len(groups["embed"]) == 3
+    assert all(list(c.pipeline.stages) == ["prior", "shards", "embed", "train"] and c.data.image_source == "cached"
+               for c in by_name.values())
+    assert {c.prior.out for c in by_name.values()} == {load_config(PAPER).prior.out}  # the paper jobs' prior, trained once
     assert by_name["vit-l14"].model.image_pretrained == "ViT-L-14/openai"
     assert {n: by_name[n].model.image_pretrained for n in TIMM} == {n: v[0] for n, v in TIMM.items()}
 
@@ -110,3 +112,4 @@ def test_the_sweep_dry_run_lists_the_three_members() -> None:
     for i, name in enumerate(["vit-l14", "swin-b", "convnext-b"]):
         assert f"[{i}] {name}: " in done.stdout
     assert "#SBATCH --array=0-2%1" in done.stdout and done.stdout.count("## shared stage embed") == 3
+    assert done.stdout.count("## shared stage prior") == 1 and "<job id of prior prior0>" in done.stdout

@@ -17,7 +17,7 @@ from launcher import clusters, pipeline, retry, status, sweep
 from launcher.__main__ import main
 from launcher.rundir import RunDir
 from launcher.submit import resume_config
-from lit.config import load_config
+from lit.config import PriorConfig, load_config
 from lit.configlib import ConfigError
 from lit.io import write_json
 from lit.runlog import append_metric
@@ -174,3 +174,13 @@ def test_a_schedule_change_is_refused_at_submit_time_for_a_run_a_pipeline_and_a_
                                                 "members": [{"name": "m", "overrides": [], "run_dir": str(member)}]})
     with pytest.raises(ConfigError, match=change):
         sweep.resume(tmp_path / "sw", ["train.lr=1e-3"])
+
+
+def test_a_failed_prior_cancels_only_the_eval_and_status_says_why(tmp_path: Path, slurm: dict[str, str]) -> None:
+    run = pipeline_folder(tmp_path, ["prior", "shards", "train", "eval"], [START, TRAIN])
+    slurm.update({"101": "FAILED", "102": "COMPLETED", "103": "RUNNING", "104": "CANCELLED"})
+    (tmp_path / "prior").mkdir()
+    (tmp_path / "prior" / "metrics.jsonl").write_text('{"epoch": 1, "loss": 2.0}\n{"epoch": 2, "loss": 1.5}\n')
+    rows = {r["stage"]: r for r in status.status(run.path)["stages"]}
+    assert rows["prior"]["state"] == "FAILED" and rows["prior"]["progress"] == f"epoch 2 of {PriorConfig().epochs} done"
+    assert rows["train"]["why"] == "" and rows["eval"]["why"].startswith("cancelled by SLURM: the prior stage before it failed")

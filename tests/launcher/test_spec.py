@@ -176,12 +176,14 @@ def test_dry_run_of_the_paper_jobs_pipeline(capsys: pytest.CaptureFixture[str]) 
     assert main(["submit", str(PAPER[1]), "--dry-run"]) == 2  # what the submission would say: no image on this machine
     text = capsys.readouterr().out
     assert "submit would stop here:" in text and "container.image" in text
-    assert text.startswith("# pipeline of inat21-vitl14-warmup1000: shards → embed → train → eval")
-    shards, embed, train, evaluate = text.split("## stage ")[1:]
+    assert text.startswith("# pipeline of inat21-vitl14-warmup1000: prior, shards → embed → train → eval")
+    prior, shards, embed, train, evaluate = text.split("## stage ")[1:]
+    assert "#SBATCH --cpus-per-task=16" in prior and "--gpus-per-node" not in prior and "--dependency" not in prior
     assert "#SBATCH --cpus-per-task=32" in shards and "--gpus-per-node" not in shards and "#SBATCH --time=240" in shards
     assert "#SBATCH --gpus-per-node=8" in embed and "#SBATCH --nodes=2" in embed and "#SBATCH --time=120" in embed
     assert "afterok:<job id of embed>" in train and "#SBATCH --time=1440" in train
     assert "#SBATCH --nodes=1" in evaluate and "#SBATCH --gpus-per-node=8" in evaluate
+    assert "afterok:<job id of prior>:<job id of train>" in evaluate
 
 
 def test_dry_run_of_the_paper_jobs_training(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ from launcher import sweep
 from launcher.report import seed_groups
 from launcher.status import sweep_status
 from launcher.sweep_spec import MemberSpec, SweepSpec, expand, from_cli, load_spec, resolve, split_cli
+from lit import stages
 from lit.config import save_config
 from lit.configlib import ConfigError
 from tests.conftest import tiny_config
@@ -72,6 +73,33 @@ def test_members_with_different_towers_may_not_share_a_cache(engine_data: dict, 
     res = from_cli(job, ["slurm.mem_gb=4,8"], sweep_dir=str(tmp_path / "sw3"))
     with pytest.raises(ConfigError, match="slurm.mem_gb"):
         sweep.check_shared(resolve(res, "cli")[1])
+
+
+def test_members_with_the_same_prior_settings_share_one_prior_job(engine_data: dict, tmp_path: Path) -> None:
+    job = write_job(tmp_path, engine_data, "cluster=slurm", "pipeline.stages=[prior,train]", "prior.epochs=2", "prior.width=32",
+                    "prior.depth=1", "prior.batch_size=64")
+    same = from_cli(job, ["train.seed=0,1"], sweep_dir=str(tmp_path / "same"))
+    members = resolve(same, "cli")[1]
+    assert members[0].cfg.prior.out == members[1].cfg.prior.out and members[0].cfg.prior.out.startswith(str(tmp_path / "same" / "priors"))
+    assert sweep.prior_key(members[0].cfg) == sweep.prior_key(members[1].cfg)
+    assert [g for g, _ in sweep.prep_groups(members)["prior"]] == ["prior0"]
+    text = sweep.dry_run_text(same, "cli")
+    assert text.count("## shared stage prior") == 1 and "## shared stage prior (prior0): " in text
+    assert "#SBATCH --dependency='afterok:<job id of prior prior0>'" in text  # the members' final evaluation reads it
+    seeds = from_cli(job, ["prior.seed=0,1"], sweep_dir=str(tmp_path / "seeds"))
+    members = resolve(seeds, "cli")[1]
+    assert members[0].cfg.prior.out != members[1].cfg.prior.out
+    assert [g for g, _ in sweep.prep_groups(members)["prior"]] == ["prior0", "prior1"]
+    assert sweep.dry_run_text(seeds, "cli").count("## shared stage prior") == 2
+    mine = from_cli(job, ["prior.seed=0,1", f"prior.out={tmp_path / 'mine'}"], sweep_dir=str(tmp_path / "mine-sw"))
+    with pytest.raises(ConfigError, match="give each member its own prior.out"):  # one folder, two priors
+        sweep.prep_groups(resolve(mine, "cli")[1])
+    local = from_cli(write_job(tmp_path, engine_data, "pipeline.stages=[prior,train]", "prior.epochs=2", "prior.width=32",
+                               "prior.depth=1", "prior.batch_size=64"), ["train.seed=0,1"], sweep_dir=str(tmp_path / "local"))
+    members = resolve(local, "cli")[1]
+    sweep.run_prep_here(members)  # a local sweep makes it once, where both members look for it
+    assert [p.parent.name for p in (tmp_path / "local" / "priors").glob("*/prior.pt")] == [Path(members[1].cfg.prior.out).name]
+    assert all(stages.prior_state(m.cfg).complete for m in members)
 
 
 def test_seeds_are_summed_up_as_mean_and_spread() -> None:

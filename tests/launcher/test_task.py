@@ -7,9 +7,11 @@ replaced by a stand-in that takes lit's signal handlers, receives a real signal 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from submitit.slurm.slurm import SlurmJobEnvironment
 from launcher import boot
 from launcher import task as task_module
 from launcher.rundir import RunDir
+from launcher.stage_task import StageTask
 from launcher.task import DoctorFailed, RequeueLimitReached, Task, _ignore, master_port, rendezvous_env
 from lit import signals
 from lit.config import Config, load_config
@@ -66,7 +69,7 @@ def config(run_dir: Path, *overrides: str) -> Config:
     return load_config(None, [f"run_dir={run_dir}", "cluster=local", "slurm.max_requeues=2", *overrides])
 
 
-def submitted(task: Task, folder: Path, countdown: int = 2, timeout_min: int = 60) -> tuple[JobPaths, DelayedSubmission]:
+def submitted(task: Task | StageTask, folder: Path, countdown: int = 2, timeout_min: int = 60) -> tuple[JobPaths, DelayedSubmission]:
     """What submitit's executor and `process_job` do before calling the task."""
     env = JobEnvironment()
     paths = JobPaths(folder, job_id=env.job_id, task_id=env.global_rank)
@@ -233,3 +236,39 @@ def test_a_schedule_change_made_on_purpose_is_recorded_in_attempts(job_env: dict
     (attempt,) = RunDir(run_dir).attempts().starts
     assert attempt.schedule_changes == ["train.lr: 0.0005 → 0.001", "train.warmup_steps: 10 → 20"]
     assert attempt.get("schedule_change_allowed") is True
+
+
+def test_the_prior_stage_stops_on_usr2_requeues_goes_on_and_a_requeue_after_the_end_does_nothing(
+        job_env: dict[str, Any], engine_data: dict[str, Path]) -> None:
+    from lit.prior.store import CHECKPOINT_FILE, PRIOR_FILE
+    from lit.runlog import Stop
+
+    run_dir = job_env["run_dir"]
+    cfg = config(run_dir, f"data.root={engine_data['root']}", "prior.epochs=6", "prior.width=32", "prior.depth=1",
+                 "prior.batch_size=16")
+    home = RunDir(run_dir).stage("prior")
+    task = StageTask(cfg, "prior", str(home), "127.0.0.1", 23456)
+    metrics = run_dir / "prior" / "metrics.jsonl"
+
+    def usr2_after_the_first_epoch() -> None:
+        deadline = time.monotonic() + 60
+        while not metrics.is_file() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    submitted(task, job_env["folder"])
+    threading.Thread(target=usr2_after_the_first_epoch, daemon=True).start()
+    with pytest.raises(SystemExit):  # stopped with a checkpoint, requeued through submitit's handler
+        task()
+    assert job_env["requeued"] == [2] and (run_dir / "prior" / CHECKPOINT_FILE).is_file()
+    assert not (run_dir / "prior" / PRIOR_FILE).is_file() and "SIGUSR2" in home.metrics().of(Stop)[0].reason
+    assert task.checkpoint() is not None  # resubmitted unchanged
+    submitted(task, job_env["folder"])  # the requeued job goes on from the checkpoint
+    assert task() == {"status": "finished", "stage": "prior", "rank": 0}
+    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+    assert epochs == list(range(1, 7))  # no epoch twice: it went on, it did not start over
+    made = (run_dir / "prior" / PRIOR_FILE).stat().st_mtime_ns
+    submitted(task, job_env["folder"])  # a requeue of the finished job: nothing to do
+    assert task() == {"status": "finished", "stage": "prior", "rank": 0}
+    assert (run_dir / "prior" / PRIOR_FILE).stat().st_mtime_ns == made and job_env["requeued"] == [2]
+    assert len(home.attempts().starts) == 3 and task.checkpoint() is None
