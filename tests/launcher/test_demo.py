@@ -30,6 +30,9 @@ def test_shortened_demo_leaves_every_artifact_and_resumes(tmp_path: Path) -> Non
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["slurm"]["tasks_per_node"] == 2
     assert json.loads((run_dir / "results.json").read_text()) == result
     assert result["num_classes"] == 32 and result["num_samples"] == 64
+    prior = result["prior"]  # trained before LiT, so the final evaluation weighs the located images with it
+    assert (run_dir / "prior" / "prior.pt").is_file() and 48 <= prior["located"] < 64 and prior["num_samples"] == 64
+    assert prior["gain_top1"] == pytest.approx(prior["top1"] - result["top1"])
     records = read_jsonl(run_dir / "metrics.jsonl")
     starts = [r for r in records if r["type"] == "start"]
     assert len(starts) == 2 and starts[0]["resumed_from"] == "" and starts[1]["resumed_from"].startswith("step-")
