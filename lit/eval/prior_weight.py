@@ -2,7 +2,7 @@
 
 `lit calibrate` fits T on the image alone first, then w on the fitting half's located samples
 (T held), and measures both on the held-out half. The NLL is convex in w (a log-sum-exp of
-functions affine in w), so a safeguarded Newton step in [0, high] finds it in a few passes,
+functions affine in w), so a safeguarded Newton step in [0, HIGH] finds it in a few passes,
 each streaming the logits and the prior a chunk of rows at a time (memory: a chunk, not N x C).
 """
 
@@ -14,6 +14,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from lit.eval.calibration import CHUNK_VALUES, LogitSource
+
+HIGH = 50.0
+"""The largest weight fit: a prior whose presences are all close (overlapping ranges) can need a large exponent to
+separate species; beyond this, the prior alone would decide every located answer."""
 
 LogPrior = Callable[[np.ndarray], np.ndarray]
 """Rows → log p(present) [len(rows), C] of those samples' places (zeros for a sample without one)."""
@@ -52,7 +56,7 @@ def _slope(source: LogitSource, rows: np.ndarray, temperature: float, log_prior:
     return d1 / len(rows), d2 / len(rows)
 
 
-def fit_prior_weight(source: LogitSource, rows: np.ndarray, temperature: float, log_prior: LogPrior, high: float = 10.0,
+def fit_prior_weight(source: LogitSource, rows: np.ndarray, temperature: float, log_prior: LogPrior, high: float = HIGH,
                      rtol: float = 1e-6, max_passes: int = 40) -> float:
     """The weight in [0, high] minimising the NLL over `rows` (located samples) at temperature T."""
     rows = np.asarray(rows)

@@ -23,7 +23,7 @@ from lit.data.taxonomy import Taxonomy
 from lit.errors import UsageError
 from lit.eval.calibration import Calibration, EmbeddedImages, fit_temperature, measure
 from lit.eval.metrics import label_lookup, to_class_index
-from lit.eval.prior_weight import Weighed, fit_prior_weight, top1
+from lit.eval.prior_weight import HIGH, Weighed, fit_prior_weight, top1
 from lit.eval.runner import check_val_cache, image_features, val_folder
 from lit.field.torch_model import CheckpointModel
 from lit.log import console, logger
@@ -130,6 +130,9 @@ def calibrate_prior(prior: Prior, model: CheckpointModel, images: EmbeddedImages
                        "need 2): its weight stays unfit (%.1f)", len(fit_rows), len(held), DEFAULT_WEIGHT)
         return None, info
     weight = fit_prior_weight(images, fit_rows, temperature, log_prior)
+    if weight >= HIGH:
+        logger.warning("the prior's weight reached its bound (%.0f): the prior decides nearly every located answer; check "
+                       "that it was trained on this dataset's places", HIGH)
     alone, weighed = Weighed(images, temperature, 0.0, log_prior), Weighed(images, temperature, weight, log_prior)
     ece_alone, _, nll_alone = measure(alone, taxonomy, 1.0, held)
     ece_with, _, nll_with = measure(weighed, taxonomy, 1.0, held)
