@@ -190,7 +190,7 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     path = resolve_checkpoint(path)
     state = load(path)
     cfg = saved_config(path, state)
-    built = build_model(cfg.model, "cpu", seed=cfg.train.seed)
+    built = build_model(cfg.model, "cpu", seed=cfg.train.seed, loss=cfg.train.loss)
     if fingerprint(built.model, built.preprocess_val) != state["tower_fingerprint"]:
         raise ConfigError(
             str(path), "model",

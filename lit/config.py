@@ -180,6 +180,8 @@ class TrainConfig:
     """Clip the global gradient norm to this value (0 disables)."""
     accum_steps: int = 1
     """Micro-batches accumulated per optimizer step."""
+    loss: Literal["clip", "siglip"] = "clip"
+    """Contrastive loss: `clip` (open_clip ClipLoss, the paper's softmax) or `siglip` (open_clip SigLipLoss, sigmoid; the model gets a trained logit bias, initialised as open_clip's --siglip: scale 10, bias -10)."""
     local_loss: bool = False
     """open_clip ClipLoss: compute logits against the gathered batch for local rows only."""
     gather_with_grad: bool = False

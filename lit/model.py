@@ -12,6 +12,7 @@ import copy
 import hashlib
 import importlib
 import json
+import math
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class OpenClipModel(Protocol):
     """The part of open_clip's CLIP / CustomTextCLIP interface the project calls (open_clip ships no types)."""
 
     logit_scale: nn.Parameter
+    logit_bias: nn.Parameter | None  # a parameter when built with init_logit_bias (a sigmoid model), else None
 
     def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
 
@@ -130,6 +132,24 @@ def submodule(model: nn.Module, name: str) -> nn.Module:
     return child
 
 
+LOSS_INIT: dict[str, dict[str, float]] = {
+    "clip": {},
+    "siglip": {"init_logit_scale": math.log(10.0), "init_logit_bias": -10.0},
+}
+"""open_clip constructor arguments each loss needs (train.loss): open_clip_train's `--siglip` initialisation.
+
+A sigmoid model has a trained `logit_bias` beside `logit_scale`; a checkpoint, its open_clip export
+(open_clip_config.json's model_cfg) and its ONNX export (manifest.json) carry it.
+"""
+
+
+def logit_params(model: nn.Module) -> tuple[float, float]:
+    """(exp(logit_scale), logit_bias) of a model: its class scores are scale x cosine + bias (bias 0.0 without one)."""
+    api = clip_api(model)
+    bias = getattr(model, "logit_bias", None)
+    return float(api.logit_scale.detach().exp()), 0.0 if bias is None else float(bias.detach())
+
+
 @dataclass
 class BuiltModel:
     """A model with everything that goes with it."""
@@ -142,8 +162,15 @@ class BuiltModel:
     open_clip_name: str
 
 
-def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", seed: int = 0) -> BuiltModel:
-    """Create the model with open_clip's factory, load local weights, lock the image tower."""
+def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", seed: int = 0, loss: str = "clip") -> BuiltModel:
+    """Create the model with open_clip's factory, load local weights, lock the image tower.
+
+    `loss` (train.loss) adds what the loss needs (LOSS_INIT): `siglip` builds the logit bias and
+    open_clip's sigmoid initialisation. As in open_clip, a full pretrained checkpoint (model.pretrained)
+    then sets the scale, and the bias where it has one (0 where it has none).
+    """
+    if loss not in LOSS_INIT:
+        raise ConfigError("", "train.loss", f"unknown loss {loss!r}; known: {', '.join(LOSS_INIT)}")
     model_cfg = model_config_dict(cfg)
     preprocess_cfg = dict(model_cfg.get("preprocess_cfg", {}))
     arch = {k: v for k, v in model_cfg.items() if k != "preprocess_cfg"}
@@ -164,6 +191,7 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", seed: int 
         image_std=preprocess_cfg.get("std"),
         image_interpolation=preprocess_cfg.get("interpolation"),
         image_resize_mode=preprocess_cfg.get("resize_mode"),
+        **LOSS_INIT[loss],
     )
     if cfg.image_weights and not pretrained:
         load_image_tower(model, resolve_path(cfg.image_weights, "model.image_weights"))

@@ -80,3 +80,12 @@ def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
         load_config(write(tmp_path, "- a\n- b\n"))
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_the_loss_is_clip_unless_asked_and_the_paper_jobs_keep_it() -> None:
+    assert load_config().train.loss == "clip"
+    assert load_config(None, ["train.loss=siglip"]).train.loss == "siglip"
+    with pytest.raises(ConfigError, match=r"train\.loss"):
+        load_config(None, ["train.loss=sigmoid"])
+    jobs = sorted((Path(__file__).resolve().parents[1] / "jobs").glob("inat21-vitl14-warmup*.yaml"))
+    assert len(jobs) == 3 and all(load_config(job).train.loss == "clip" for job in jobs)

@@ -10,6 +10,10 @@ handful of passes. Every pass streams: logits are made a chunk of images at a ti
 validation images would be 4 GB of float32 logits). RUN/calibration.json keeps T with what it
 was fit on (checkpoint file and step, templates, classes) and the measures on the held-out half.
 Prediction uses it only for that checkpoint (a stale file is reported, not used).
+
+A sigmoid model (train.loss=siglip) is calibrated the same way, on its logits scale x cosine + bias:
+probabilities over species are softmax(logits / T) for every model (lit.field.scoring says why), so
+its bias cancels and T, ECE and the back-off up the taxonomy need nothing of their own.
 """
 
 from __future__ import annotations
@@ -66,14 +70,21 @@ class Logits(LogitSource):
 
 
 class EmbeddedImages(LogitSource):
-    """logit_scale x embeddings [N, D] @ classes [C, D].T, made on demand: memory N x D, not N x C."""
+    """logit_scale x embeddings [N, D] @ classes [C, D].T + logit_bias, made on demand: memory N x D, not N x C.
 
-    def __init__(self, embeddings: np.ndarray, classes: np.ndarray, logit_scale: float, targets: np.ndarray) -> None:
+    The bias is a sigmoid model's (train.loss=siglip; 0 for a CLIP-loss model): one constant for every class
+    of an image, so softmax(logits / T), its NLL and the T that minimises it are those of the cosine scores.
+    """
+
+    def __init__(self, embeddings: np.ndarray, classes: np.ndarray, logit_scale: float, targets: np.ndarray,
+                 logit_bias: float = 0.0) -> None:
         self.embeddings, self.classes = np.asarray(embeddings, np.float32), np.asarray(classes, np.float32)
         self.logit_scale, self.targets, self.num_classes = float(logit_scale), np.asarray(targets), int(self.classes.shape[0])
+        self.logit_bias = float(logit_bias)
 
     def make(self, rows: np.ndarray) -> np.ndarray:
-        return np.float32(self.logit_scale) * (self.embeddings[rows] @ self.classes.T)
+        logits = np.float32(self.logit_scale) * (self.embeddings[rows] @ self.classes.T)
+        return logits + np.float32(self.logit_bias) if self.logit_bias else logits
 
 
 def _all(source: LogitSource, rows: np.ndarray | None) -> np.ndarray:

@@ -46,7 +46,7 @@ from lit.eval.with_prior import PriorScoring
 from lit.eval.zeroshot import build_classifier
 from lit.io import write_json
 from lit.log import console, logger
-from lit.model import BuiltModel, clip_api, fingerprint
+from lit.model import BuiltModel, clip_api, fingerprint, logit_params
 
 AMP = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
 
@@ -116,7 +116,11 @@ def count_predictions(
     cfg: Config, built: BuiltModel, folder: ShardFolder, info: dist.DistInfo, classifier: torch.Tensor,
     categories: Sequence[Category], subset: int = 0, progress: bool = False, prior: PriorScoring | None = None,
 ) -> tuple[Counts, int, list[int]]:
-    """This rank's counts, bad samples, and labels missing from the categories (not reduced); `prior` counts its own."""
+    """This rank's counts, bad samples, and labels missing from the categories (not reduced); `prior` counts its own.
+
+    Classes are ranked by cosine similarity: the order of the model's scores, logit_scale x cosine + logit_bias
+    (a positive scale and one bias for every class leave it as it is); `prior` weighs the scores themselves.
+    """
     device = classifier.device
     cached = cfg.data.image_source == "cached"
     lookup, taxon_ids = label_lookup(categories).to(device), torch.as_tensor(Taxonomy.of(categories).ids, device=device)
@@ -168,8 +172,8 @@ def evaluate_model(
         device = next(model.parameters()).device
         classifier = build_classifier(model, built.tokenizer, categories, sets, device=device,
                                       rank=info.rank, world=info.world_size)
-        scale = float(clip_api(model).logit_scale.detach().exp())
-        prior = PriorScoring.of(cfg, categories, scale, checkpoint, device)
+        scale, bias = logit_params(model)  # bias 0.0 without one (a CLIP-loss model)
+        prior = PriorScoring.of(cfg, categories, scale, checkpoint, device, bias)
         local, bad, unknown = count_predictions(cfg, built, folder, info, classifier, categories, subset, progress, prior)
     finally:
         model.train(was_training)
@@ -190,7 +194,8 @@ def evaluate_model(
         templates=list(cfg.eval.templates),
         checkpoint=checkpoint if checkpoint is not None else newest_checkpoint(cfg.run_dir),
         setup={"data": str(folder.path), "image_source": cfg.data.image_source, "model": cfg.model.name,
-               "world_size": info.world_size, "subset": subset, "batch_size": cfg.eval.batch_size},
+               "logit_scale": scale, "logit_bias": bias, "world_size": info.world_size, "subset": subset,
+               "batch_size": cfg.eval.batch_size},
         paper_table=paper_table(),
     )
     logger.info("zero-shot top-1 %.2f%%, top-5 %.2f%% on %d samples of %d classes (%s templates, %.1f s)",

@@ -28,7 +28,8 @@ from lit.prior.store import Prior, find_prior
 
 @dataclass
 class PriorScoring:
-    """The prior and how it is weighed in: logit scale / T, weight, the prior's columns for the eval's classes."""
+    """The prior and how it is weighed in: the model's scores (logit scale x cosine + logit bias) / T, weight, the prior's
+    columns for the eval's classes. The bias (a sigmoid model's) is one constant per image: the softmax cancels it."""
 
     prior: Prior
     columns: torch.Tensor
@@ -38,10 +39,11 @@ class PriorScoring:
     calibrated: bool
     counts: Counts
     located: int = 0
+    bias: float = 0.0
 
     @classmethod
     def of(cls, cfg: Config, categories: Sequence[Category], logit_scale: float, checkpoint: dict[str, Any] | None,
-           device: torch.device) -> PriorScoring | None:
+           device: torch.device, logit_bias: float = 0.0) -> PriorScoring | None:
         """The job's prior ready to weigh the eval's classes, or None when the job has no trained prior."""
         path = find_prior(cfg)
         if path is None:
@@ -53,7 +55,7 @@ class PriorScoring:
         fitted = prior_weight_for(cfg.run_dir, name, step) if name else None
         return cls(prior, prior.columns([c.id for c in categories]).to(device), logit_scale, temperature,
                    DEFAULT_WEIGHT if fitted is None else fitted, fitted is not None,
-                   Counts.zeros(len(categories), device))
+                   Counts.zeros(len(categories), device), bias=logit_bias)
 
     def add(self, sims: torch.Tensor, places: torch.Tensor, targets: torch.Tensor, taxon_ids: torch.Tensor) -> None:
         """Count one batch (`sims`: cosine similarities [B, C]) with the prior applied to its located samples."""
@@ -63,7 +65,7 @@ class PriorScoring:
         if n == 0:
             self.counts.add(sims, targets, taxon_ids)
             return
-        log_probs = torch.log_softmax(sims * (self.scale / self.temperature), dim=1)
+        log_probs = torch.log_softmax(sims * (self.scale / self.temperature) + self.bias / self.temperature, dim=1)
         log_prior = torch.zeros_like(log_probs)
         log_prior[where] = self.prior.log_presence(places[where], self.columns).to(log_probs.dtype)
         self.counts.add(weigh(log_probs, log_prior, where, self.weight), targets, taxon_ids)

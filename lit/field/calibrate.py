@@ -72,7 +72,8 @@ def validation_images(model: CheckpointModel, progress: bool = True) -> tuple[Em
             bar.advance(task, len(index))
     if not embeddings:
         raise ConfigError("", key, f"no validation samples could be read from {folder.path}")
-    images = EmbeddedImages(np.concatenate(embeddings), model.classifier.cpu().numpy(), model.logit_scale, np.concatenate(targets))
+    images = EmbeddedImages(np.concatenate(embeddings), model.classifier.cpu().numpy(), model.logit_scale, np.concatenate(targets),
+                            model.logit_bias)
     return images, keys, np.concatenate(places)
 
 

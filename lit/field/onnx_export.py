@@ -2,7 +2,8 @@
 
 The image encoder (with its normalization) goes to ONNX with a dynamic batch axis through
 torch's dynamo exporter; the class embeddings of the run's classes and templates are stored in
-fp16, beside the categories (taxonomy), the preprocessing, the calibration and a manifest.
+fp16, beside the categories (taxonomy), the preprocessing, the calibration and a manifest (which holds
+the logit scale and bias: a sigmoid model's scores are scale x cosine + bias, 0 without one).
 Everything is written into a staging folder beside OUT and verified there on the run's
 validation images (lit.field.onnx_verify: embeddings within a tolerance, class scores within
 the bound fp16 allows, top-1 identical wherever torch's margin exceeds twice that bound); only
@@ -196,7 +197,8 @@ def _write_and_verify(model: CheckpointModel, stage: Path, verify_limit: int, st
         logger.warning("no calibration for %s: the export predicts with T=1 (run `lit calibrate` and export again)", model.checkpoint)
     manifest: dict[str, Any] = {
         "format": layout.FORMAT, "checkpoint": str(model.checkpoint), "step": model.step, "model": model.cfg.model.name,
-        "logit_scale": model.logit_scale, "embed_dim": int(model.classifier.shape[1]), "classes": len(model.categories),
+        "logit_scale": model.logit_scale, "logit_bias": model.logit_bias, "embed_dim": int(model.classifier.shape[1]),
+        "classes": len(model.categories),
         "templates": list(model.templates), "opset": OPSET, "torch": torch.__version__, "temperature": model.temperature(),
     }
     if prior_section is not None:

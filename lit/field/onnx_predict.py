@@ -2,12 +2,13 @@
 
 The folder holds image_encoder.onnx (unit-norm image embeddings, dynamic batch),
 class_embeddings.npy (fp16, unit-norm rows), categories.json (the classes and their taxonomy,
-in row order), preprocessing.json, calibration.json and manifest.json (logit scale, what was
-exported and how it was verified). When the run had a location prior, prior.onnx maps places
-[N, 3] (latitude, longitude, day of year; NaN unknown) to log p(present) [N, C] of the same
-classes, and the manifest's `prior` holds its weight and verification (lit.field.onnx_prior):
-`OnnxModel.log_prior` and `prior_weight` give what the scorer weighs answers by. An export made
-before the prior existed has neither and answers from the image alone (log_prior is None).
+in row order), preprocessing.json, calibration.json and manifest.json (logit scale and bias, what
+was exported and how it was verified; an export made before sigmoid models has no `logit_bias`: 0).
+When the run had a location prior, prior.onnx maps places [N, 3] (latitude, longitude, day of
+year; NaN unknown) to log p(present) [N, C] of the same classes, and the manifest's `prior` holds
+its weight and verification (lit.field.onnx_prior): `OnnxModel.log_prior` and `prior_weight` give
+what the scorer weighs answers by. An export made before the prior existed has neither and answers
+from the image alone (log_prior is None).
 tests/field check that this module never imports torch.
 """
 
@@ -69,7 +70,7 @@ def session_options(threads: int | None = None) -> Any:
 
 @dataclass
 class OnnxModel:
-    """An export folder ready to predict: session, class embeddings, categories, preprocessing, logit scale."""
+    """An export folder ready to predict: session, class embeddings, categories, preprocessing, logit scale and bias."""
 
     folder: Path
     session: Any
@@ -79,6 +80,7 @@ class OnnxModel:
     logit_scale: float
     manifest: dict[str, Any]
     prior_session: Any = None  # onnxruntime session of prior.onnx; None: the export carries no prior
+    logit_bias: float = 0.0  # a sigmoid model's (train.loss=siglip); 0.0 for a CLIP-loss model
 
     @classmethod
     def load(cls, folder: str | Path, threads: int | None = None, *, check: bool = True) -> OnnxModel:
@@ -112,7 +114,8 @@ class OnnxModel:
         session = ort.InferenceSession(str(folder / ENCODER), sess_options=session_options(threads),
                                        providers=["CPUExecutionProvider"])
         prior = open_prior(folder, len(categories), threads) if PRIOR_KEY in manifest else None
-        return cls(folder, session, classes, categories, preprocess, float(manifest["logit_scale"]), manifest, prior)
+        return cls(folder, session, classes, categories, preprocess, float(manifest["logit_scale"]), manifest, prior,
+                   float(manifest.get("logit_bias", 0.0)))
 
     @property
     def categories(self) -> list[Category]:
@@ -123,8 +126,9 @@ class OnnxModel:
         return np.asarray(self.session.run(None, {self.session.get_inputs()[0].name: images})[0], dtype=np.float32)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """logit_scale x cosine(image, class): [N, C] float32."""
-        return self.logit_scale * self.embed(images) @ self.class_embeddings.T
+        """logit_scale x cosine(image, class) + logit_bias: [N, C] float32."""
+        logits = self.logit_scale * self.embed(images) @ self.class_embeddings.T
+        return logits + np.float32(self.logit_bias) if self.logit_bias else logits
 
     def logits_of(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Logits of opened RGB images."""

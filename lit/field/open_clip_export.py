@@ -10,7 +10,7 @@ from typing import Any, cast
 import torch
 
 from lit.checkpoint import model_from_checkpoint
-from lit.model import model_config_dict, submodule
+from lit.model import LOSS_INIT, model_config_dict, submodule
 
 WEIGHTS_NAME = "open_clip_pytorch_model.bin"
 HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
@@ -28,11 +28,15 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
 
     Load it with `open_clip.create_model_and_transforms("local-dir:OUT")`; for an open_clip
     architecture name, `create_model_and_transforms(NAME, pretrained="OUT/open_clip_pytorch_model.bin")` too.
+    A sigmoid model's config carries open_clip's `init_logit_bias` (as open_clip's own SigLIP configs do), so
+    open_clip builds the `logit_bias` the weights hold (by NAME: pass `init_logit_bias=-10` as well); the
+    trained scale and bias come from the weights.
     """
     cfg, built, _ = model_from_checkpoint(ckpt)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     arch = {k: v for k, v in model_config_dict(cfg.model).items() if k != "preprocess_cfg"}
+    arch.update(LOSS_INIT[cfg.train.loss])
     text_cfg = dict(arch["text_cfg"])
     hf_text = bool(text_cfg.get("hf_model_name"))
     if hf_text:

@@ -1,9 +1,10 @@
 """From logits to answers, in numpy: temperature, candidate mask, location prior, probabilities up the tree, top-k, back-off.
 
-Logits are the model's `logit_scale x cosine(image, class)`. A calibrated temperature T divides
-them; classes outside the candidate subset get no probability (the softmax runs over the
-allowed classes only). At rank r a taxon's probability is the sum over its species, taxa
-being identified by their whole lineage (homonym genera stay apart), as in lit.eval.metrics.
+Logits are the model's `logit_scale x cosine(image, class) + logit_bias` (the bias of a sigmoid
+model, train.loss=siglip; 0 for the CLIP loss). A calibrated temperature T divides them; classes
+outside the candidate subset get no probability (the softmax runs over the allowed classes only).
+At rank r a taxon's probability is the sum over its species, taxa being identified by their
+whole lineage (homonym genera stay apart), as in lit.eval.metrics.
 The taxonomy, probabilities and top-k are lit.data.taxonomy's. The confident answer is the deepest rank whose most likely taxon has at least `min_confidence`.
 
 With a place (lit.field.exif.PlaceUsed) and an engine's location prior, a located photo's
@@ -11,6 +12,13 @@ probabilities are exp(log_softmax(logits / T) + w x log p(present | place), reno
 numpy twin of lit.prior.combine.weigh (which is torch's; this path runs without torch), and its
 Prediction keeps the image-only answer beside. A photo without a place takes exactly the path
 it took before priors existed: its row of the same softmax, bitwise.
+
+Probabilities over species are softmax(logits / T) for a sigmoid model too, not its normalised
+sigmoids sigma(z_c) / sum sigma(z): one path for every model and export, where the bias (one
+constant per image) cancels, the fitted T and its convex NLL stay what lit.eval.calibration fits,
+and back-off sums them up the taxonomy unchanged. Where every z << 0 (the bias starts at -10),
+sigma(z) is about e^z and the normalised sigmoids are nearly this softmax anyway; they part where a
+class scores above 0, and the sigmoid of one class alone ("is it this species?") is no distribution.
 """
 
 from __future__ import annotations

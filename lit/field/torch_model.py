@@ -1,4 +1,4 @@
-"""A trained checkpoint as a predictor: image tower, class embeddings (kept by lit.eval.classifier_cache), logit scale.
+"""A trained checkpoint as a predictor: image tower, class embeddings (kept by lit.eval.classifier_cache), logit scale and bias.
 
 `CheckpointModel.logits` gives what `lit.field.scoring` turns into answers, so the checkpoint
 and its ONNX export (lit.field.onnx_predict) share one scoring path. Its preprocessing is
@@ -33,7 +33,7 @@ from lit.eval.templates import TemplateSet
 from lit.field.batch import LogitBatch
 from lit.field.images import MAX_ASPECT, BadImage, Preprocessing
 from lit.log import logger
-from lit.model import BuiltModel, clip_api, preprocess_cfg
+from lit.model import BuiltModel, clip_api, logit_params, preprocess_cfg
 from lit.prior.combine import DEFAULT_WEIGHT
 from lit.prior.store import Prior, find_prior
 
@@ -160,7 +160,12 @@ class CheckpointModel:
 
     @property
     def logit_scale(self) -> float:
-        return float(clip_api(self.built.model).logit_scale.detach().exp())
+        return logit_params(self.built.model)[0]
+
+    @property
+    def logit_bias(self) -> float:
+        """The trained logit bias of a sigmoid model (train.loss=siglip); 0.0 for a CLIP-loss model."""
+        return logit_params(self.built.model)[1]
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -169,8 +174,9 @@ class CheckpointModel:
         return F.normalize(feats.float(), dim=-1)
 
     def logits(self, images: torch.Tensor) -> np.ndarray:
-        """logit_scale x cosine(image, class): [N, C] float32."""
-        return (self.logit_scale * self.embed(images) @ self.classifier.T).cpu().numpy()
+        """logit_scale x cosine(image, class) + logit_bias: [N, C] float32."""
+        logits = (self.logit_scale * self.embed(images) @ self.classifier.T).cpu().numpy()
+        return logits + np.float32(self.logit_bias) if self.logit_bias else logits
 
     def batches(self, paths: Sequence[Path], batch_size: int, workers: int) -> Iterator[LogitBatch]:
         """Logits of the readable files, batch by batch, decoded by DataLoader workers (lit.field.batch.Engine)."""

@@ -11,12 +11,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip import ClipLoss
+from open_clip.loss import SigLipLoss
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lit import dist
-from lit.config import Config
-from lit.model import BuiltModel, causal_mask_for, clip_api, image_tower_locked, pad_id, submodule, trim_supported, trim_tokens
+from lit.config import Config, TrainConfig
+from lit.model import (
+    BuiltModel,
+    causal_mask_for,
+    clip_api,
+    image_tower_locked,
+    logit_params,
+    pad_id,
+    submodule,
+    trim_supported,
+    trim_tokens,
+)
 from lit.train.divergence import DivergenceWatch
 from lit.train.optim import lr_at, make_optimizer, set_lr
 
@@ -25,17 +36,20 @@ AMP_DTYPES = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
 
 
 class LiTForward(nn.Module):
-    """Features and logit scale from raw images or from cached image-tower outputs.
+    """The loss's arguments from raw images or from cached image-tower outputs: image features, text features,
+    exp(logit scale), and with `with_bias` (the sigmoid loss) the logit bias.
 
-    Wrapping both paths in one module lets DistributedDataParallel see every forward.
+    Wrapping both paths in one module lets DistributedDataParallel see every forward, the bias included.
     """
 
-    def __init__(self, model: nn.Module, cached: bool) -> None:
+    def __init__(self, model: nn.Module, cached: bool, with_bias: bool = False) -> None:
         super().__init__()
-        self.model, self.cached = model, cached
+        self.model, self.cached, self.with_bias = model, cached, with_bias
         self.frozen_tower = image_tower_locked(model)
+        if with_bias and clip_api(model).logit_bias is None:
+            raise ValueError("the sigmoid loss needs a model with a logit bias: build it with build_model(..., loss='siglip')")
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.cached:
             image_features = F.normalize(images.float(), dim=-1)
         else:
@@ -43,7 +57,25 @@ class LiTForward(nn.Module):
                 image_features = clip_api(self.model).encode_image(images, normalize=True)
         with causal_mask_for(self.model, tokens.shape[1]):
             text_features = clip_api(self.model).encode_text(tokens, normalize=True)
-        return image_features, text_features, clip_api(self.model).logit_scale.exp()
+        scale = clip_api(self.model).logit_scale.exp()
+        bias = clip_api(self.model).logit_bias
+        if self.with_bias and bias is not None:
+            return image_features, text_features, scale, bias
+        return image_features, text_features, scale
+
+
+def make_loss(cfg: TrainConfig, info: dist.DistInfo) -> nn.Module:
+    """open_clip's loss of `train.loss` for this rank; it takes LiTForward's outputs.
+
+    `siglip` is open_clip's SigLipLoss with its default exchange of text features between neighbouring
+    ranks (`bidir`): each rank's loss covers its own images against every rank's texts, divided by its
+    local batch, so the mean over ranks (what DDP's averaged gradients follow) is the one-rank loss of the
+    global batch. local_loss and gather_with_grad are ClipLoss's and do not apply to it.
+    """
+    if cfg.loss == "siglip":
+        return SigLipLoss(rank=info.rank, world_size=info.world_size)
+    return ClipLoss(local_loss=cfg.local_loss, gather_with_grad=cfg.gather_with_grad, cache_labels=True,
+                    rank=info.rank, world_size=info.world_size)
 
 
 def rng_state() -> dict[str, Any]:
@@ -81,7 +113,8 @@ class Trainer:
         self.watch = DivergenceWatch(cfg.train.warmup_steps, steps_per_epoch or total_steps, cfg.train.diverge_on_stall)
         self.model = built.model
         self.cached = cfg.data.image_source == "cached"
-        self.forward_module: nn.Module = LiTForward(self.model, self.cached)
+        self.sigmoid = cfg.train.loss == "siglip"
+        self.forward_module: nn.Module = LiTForward(self.model, self.cached, with_bias=self.sigmoid)
         if info.distributed:
             self.forward_module = DistributedDataParallel(
                 self.forward_module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
@@ -89,10 +122,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg.train)
         self.amp_dtype = AMP_DTYPES.get(cfg.train.precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "amp_fp16")
-        self.loss_fn = ClipLoss(
-            local_loss=cfg.train.local_loss, gather_with_grad=cfg.train.gather_with_grad, cache_labels=True,
-            rank=info.rank, world_size=info.world_size,
-        )
+        self.loss_fn = make_loss(cfg.train, info)
         self.trim = trim_supported(self.model)
         self.pad = pad_id(self.model)
         self.step = 0
@@ -127,8 +157,7 @@ class Trainer:
                 sync = self.forward_module.no_sync()
             with sync:
                 with self._autocast():
-                    image_f, text_f, scale = self.forward_module(images, tokens)
-                    loss = self.loss_fn(image_f, text_f, scale) / n
+                    loss = self.loss_fn(*self.forward_module(images, tokens)) / n
                 self.scaler.scale(loss).backward()
             total_loss += float(loss.detach())
         grad_norm = float("nan")
@@ -142,8 +171,11 @@ class Trainer:
             clip_api(self.model).logit_scale.clamp_(0, LOGIT_SCALE_MAX)
         self.step += 1
         self.samples_seen += sum(len(b["labels"]) for b in micro_batches) * self.info.world_size
-        logit_scale = float(clip_api(self.model).logit_scale.detach().exp())
-        return {"loss": total_loss, "lr": lr, "logit_scale": logit_scale, "grad_norm": grad_norm}
+        if self.sigmoid and self.info.distributed:  # each rank's sigmoid loss is its share: log their mean, the global loss
+            total_loss = float(dist.all_reduce_sum(torch.tensor([total_loss], device=self.device))[0]) / self.info.world_size
+        logit_scale, logit_bias = logit_params(self.model)
+        out = {"loss": total_loss, "lr": lr, "logit_scale": logit_scale, "grad_norm": grad_norm}
+        return {**out, "logit_bias": logit_bias} if self.sigmoid else out
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Model tensors minus the frozen image tower (identified by fingerprint instead)."""

@@ -124,7 +124,7 @@ def resume_state(cfg: Config, trainer: Trainer, tower_fp: str, info: dist.DistIn
         trainer.load_state_dict(state)
     except (ValueError, RuntimeError) as err:  # missing/unexpected keys; tensors of another shape
         raise CheckpointError(path, f"holds another model than this config builds ({err})",
-                              "Restore the run's model settings (model.*), or use a new run_dir") from err
+                              "Restore the run's model settings (model.*, train.loss), or use a new run_dir") from err
     rngs = state["rng"]
     set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
     return trainer.step, path.name, changes
@@ -160,7 +160,7 @@ def _run(cfg: Config, info: dist.DistInfo, device: torch.device) -> int:
     folder = training_folder(cfg)
     check_shard_count(len(folder.urls), cfg.data.workers, info.world_size, folder.path)
     plan = plan_steps(cfg, folder, info.world_size)
-    built = build_model(cfg.model, device, seed=cfg.train.seed)
+    built = build_model(cfg.model, device, seed=cfg.train.seed, loss=cfg.train.loss)
     tower_fp = fingerprint(built.model, built.preprocess_val)
     if cfg.data.image_source == "cached":
         check_cache(cfg, folder, tower_fp)

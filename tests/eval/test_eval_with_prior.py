@@ -74,3 +74,20 @@ def test_calibrate_fits_the_prior_weight_and_eval_uses_it(run_with_prior: Config
     result, _ = evaluate_checkpoint(run_with_prior.run_dir, device="cpu", progress=False)
     assert result["prior"]["weight"] == pytest.approx(cal.prior_weight) and result["prior"]["weight_calibrated"]
     assert result["prior"]["temperature"] == pytest.approx(cal.temperature)
+
+
+def test_a_sigmoid_models_bias_changes_no_count(run_with_prior: Config, tiny: BuiltModel) -> None:
+    """Eval scores a sigmoid model (train.loss=siglip) as scale x cosine + bias: one constant per image, so the ranking and
+    the prior's softmax (the temperature's probabilities) are those of the same model without a bias."""
+    from lit.model import build_model
+    from tests.eval.conftest import TINY
+
+    sigmoid = build_model(TINY, loss="siglip")
+    missing, _ = sigmoid.model.load_state_dict(tiny.model.state_dict(), strict=False)  # same weights and scale, bias kept
+    assert missing == ["logit_bias"]
+    sigmoid.model.eval()
+    plain, biased = evaluate_model(run_with_prior, tiny, dist.resolve()), evaluate_model(run_with_prior, sigmoid, dist.resolve())
+    assert (plain["setup"]["logit_bias"], biased["setup"]["logit_bias"]) == (0.0, -10.0)
+    assert biased["setup"]["logit_scale"] == plain["setup"]["logit_scale"]
+    for key in ("top1", "top5", "per_rank", "mean_per_class"):
+        assert biased[key] == plain[key] and biased["prior"][key] == pytest.approx(plain["prior"][key]), key

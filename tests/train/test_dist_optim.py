@@ -72,3 +72,9 @@ def test_no_weight_decay_on_biases_norms_and_logit_scale() -> None:
     assert not any(n.startswith("visual.") for n in keep_names | decay_names)  # the frozen tower is not optimized
     assert keep["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
     assert torch.is_tensor(decay["params"][0])
+
+
+def test_the_sigmoid_models_logit_bias_is_trained_without_weight_decay() -> None:
+    model = build_model(ModelConfig(name="lit-tiny", image_weights=""), loss="siglip").model
+    decay, keep = param_groups(model, 0.1)
+    assert any(p is model.logit_bias for p in keep["params"]) and not any(p is model.logit_bias for p in decay["params"])

@@ -69,10 +69,11 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
 
 
-def test_cached_path_equals_raw_path(engine_data: dict, tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path / "run", engine_data, ["data.augment=false"])
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_cached_path_equals_raw_path(engine_data: dict, tmp_path: Path, loss: str) -> None:
+    cfg = tiny_config(tmp_path / "run", engine_data, ["data.augment=false", f"train.loss={loss}"])
     embed_folder(cfg, engine_data["train"], tmp_path / "emb", batch_size=16, dtype="float32", device="cpu")
-    built = build_model(cfg.model, seed=cfg.train.seed)
+    built = build_model(cfg.model, seed=cfg.train.seed, loss=loss)
     raw = open_folder(engine_data["train"], "t")
     cached = open_folder(tmp_path / "emb", "t", "lit embed")
     assert cached.samples == raw.samples
@@ -84,15 +85,16 @@ def test_cached_path_equals_raw_path(engine_data: dict, tmp_path: Path) -> None:
     for batch, is_cached in ((raw_batch, False), (emb_batch, True)):
         built.model.zero_grad(set_to_none=True)
         trainer.train_mode()
-        image_f, text_f, scale = LiTForward(built.model, cached=is_cached)(batch["images"], trainer.prepare_tokens(batch["tokens"]))
-        loss = trainer.loss_fn(image_f, text_f, scale)
-        loss.backward()
-        results.append((loss.detach(), _grads(built.model)))
+        outputs = LiTForward(built.model, cached=is_cached, with_bias=trainer.sigmoid)(batch["images"], trainer.prepare_tokens(batch["tokens"]))
+        value = trainer.loss_fn(*outputs)
+        value.backward()
+        results.append((value.detach(), _grads(built.model)))
     (raw_loss, raw_grads), (cached_loss, cached_grads) = results
     torch.testing.assert_close(cached_loss, raw_loss, rtol=1e-5, atol=1e-6)
     assert raw_grads.keys() == cached_grads.keys() and raw_grads
     for k in raw_grads:
         torch.testing.assert_close(cached_grads[k], raw_grads[k], rtol=1e-4, atol=1e-6)
+    assert ("logit_bias" in raw_grads) == (loss == "siglip")  # the sigmoid loss trains its bias
 
 
 def test_a_cache_from_another_tower_is_refused(engine_data: dict, tmp_path: Path) -> None:
@@ -108,40 +110,43 @@ def test_a_cache_from_another_tower_is_refused(engine_data: dict, tmp_path: Path
         embed_folder(unlocked, engine_data["train"], tmp_path / "emb2", device="cpu")
 
 
-def _loss_and_grads(world: int, rank: int, images: torch.Tensor, tokens: torch.Tensor, data: dict, run_dir: str) -> tuple:
-    cfg = tiny_config(Path(run_dir), data, ["train.gather_with_grad=true"])
+def _loss_and_grads(world: int, rank: int, images: torch.Tensor, tokens: torch.Tensor, data: dict, run_dir: str,
+                    loss: str = "clip") -> tuple:
+    cfg = tiny_config(Path(run_dir), data, ["train.gather_with_grad=true", f"train.loss={loss}"])
     info = dist.resolve()
-    built = build_model(cfg.model, seed=0)
+    built = build_model(cfg.model, seed=0, loss=loss)
     trainer = Trainer(cfg, built, info, torch.device("cpu"), total_steps=10)
-    trainer.train_mode()
     share = images.shape[0] // world
     part = slice(rank * share, (rank + 1) * share)
-    image_f, text_f, scale = trainer.forward_module(images[part], tokens[part])
-    loss = trainer.loss_fn(image_f, text_f, scale)
-    loss.backward()
-    return loss.detach(), _grads(built.model)
+    out = trainer.train_step([{"images": images[part], "tokens": tokens[part], "labels": torch.zeros(share)}])
+    return torch.tensor(out["loss"]), _grads(built.model)  # the logged loss; the gradients the step took (no clipping)
 
 
-def _rank_main(rank: int, port: int, images: torch.Tensor, tokens: torch.Tensor, data: dict, run_dir: str, out: dict) -> None:
+def _rank_main(rank: int, port: int, images: torch.Tensor, tokens: torch.Tensor, data: dict, run_dir: str, out: dict,
+               loss: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     info = dist.resolve()
     dist.init(info, torch.device("cpu"))
-    loss, grads = _loss_and_grads(2, rank, images, tokens, data, run_dir)
-    out[rank] = (loss, grads)
+    out[rank] = _loss_and_grads(2, rank, images, tokens, data, run_dir, loss)
     dist.shutdown()
 
 
-def test_two_gloo_ranks_equal_one_rank_on_the_whole_batch(engine_data: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_two_gloo_ranks_equal_one_rank_on_the_whole_batch(engine_data: dict, tmp_path: Path, loss: str) -> None:
+    """One training step. CLIP (gathered features): every rank's loss is the global one. SigLIP (open_clip's neighbour
+    exchange): each rank's loss is its images' share and the step logs their mean. Either way DDP's averaged gradients
+    are one rank's, the logit bias's included."""
     built = build_model(ModelConfig(name="lit-tiny", image_weights=""))
     torch.manual_seed(3)
     images = torch.randn(8, 3, 32, 32)
     tokens = built.tokenizer([f"A photo of the species number {i}" for i in range(8)])
-    one_loss, one_grads = _loss_and_grads(1, 0, images, tokens, engine_data, str(tmp_path))
+    one_loss, one_grads = _loss_and_grads(1, 0, images, tokens, engine_data, str(tmp_path), loss)
     out = mp.Manager().dict()
-    mp.spawn(_rank_main, args=(free_port(), images, tokens, engine_data, str(tmp_path), out), nprocs=2, join=True)
+    mp.spawn(_rank_main, args=(free_port(), images, tokens, engine_data, str(tmp_path), out, loss), nprocs=2, join=True)
+    assert ("logit_bias" in one_grads) == (loss == "siglip")
     for rank in (0, 1):
-        loss, grads = out[rank]
-        torch.testing.assert_close(loss, one_loss, rtol=1e-5, atol=1e-6)
+        value, grads = out[rank]
+        torch.testing.assert_close(value, one_loss, rtol=1e-5, atol=1e-6)
         assert grads.keys() == one_grads.keys()
         for k in grads:
             torch.testing.assert_close(grads[k], one_grads[k], rtol=1e-4, atol=1e-6)
@@ -150,7 +155,8 @@ def test_two_gloo_ranks_equal_one_rank_on_the_whole_batch(engine_data: dict, tmp
 @pytest.mark.parametrize("overrides", [
     ["model.name=lit-tiny", "model.image_weights="],
     [],  # the embedded default: frozen EfficientNet-Lite0 + MiniLM (HF text tower)
-], ids=["native-text", "hf-text"])
+    ["model.name=lit-tiny", "model.image_weights=", "train.loss=siglip"],  # its trained logit bias goes with it
+], ids=["native-text", "hf-text", "native-text-siglip"])
 def test_export_loads_in_plain_open_clip_with_identical_embeddings(engine_data: dict, tmp_path: Path, overrides: list[str]) -> None:
     cfg = tiny_config(tmp_path / "run", engine_data, ["train.epochs=1", "data.samples_per_epoch=16", "data.batch_size=4", *overrides])
     if overrides == []:
@@ -158,7 +164,7 @@ def test_export_loads_in_plain_open_clip_with_identical_embeddings(engine_data: 
 
         cfg = with_overrides(cfg, ["model.name=lit-effnet-lite0-minilm", "model.image_weights=pkg:efficientnet-lite0"])
     assert run(cfg) == 0
-    _, ours, _ = model_from_checkpoint(cfg.run_dir)
+    saved, ours, _ = model_from_checkpoint(cfg.run_dir)
     out = export(cfg.run_dir, tmp_path / "export")
     assert (out / WEIGHTS_NAME).is_file()
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
@@ -175,6 +181,12 @@ def test_export_loads_in_plain_open_clip_with_identical_embeddings(engine_data: 
 
     photo = Image.fromarray((torch.rand(90, 120, 3) * 255).to(torch.uint8).numpy())
     torch.testing.assert_close(preprocess(photo), ours.preprocess_val(photo), rtol=0, atol=0)
+    assert torch.equal(model.logit_scale, ours.model.logit_scale)
+    if saved.train.loss == "siglip":
+        assert model.logit_bias is not None and torch.equal(model.logit_bias, ours.model.logit_bias)
+        assert float(ours.model.logit_bias.detach()) != -10.0  # trained, not the initial value
+    else:
+        assert model.logit_bias is None
 
 
 @pytest.mark.parametrize("precision", ["amp_bf16", "amp_fp16"])

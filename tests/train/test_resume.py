@@ -84,6 +84,24 @@ def test_stop_mid_epoch_and_resume_is_bitwise_identical(engine_data: dict, refer
     assert steps == sorted(set(steps)) == list(range(1, 17))  # no step trained twice, none skipped
 
 
+def test_siglip_stop_and_resume_is_bitwise_identical(engine_data: dict, tmp_path: Path) -> None:
+    """The sigmoid loss's logit bias is trained, checkpointed and resumed with the rest; a resume with the other loss is refused."""
+    from lit.io import read_jsonl
+
+    sig = ["train.loss=siglip"]
+    assert run(tiny_config(tmp_path / "run", engine_data, ["train.stop_at_step=5", *sig])) == 0
+    stopped = final_state(tmp_path / "run")
+    assert stopped["step"] == 5 and float(stopped["model"]["logit_bias"]) != -10.0
+    assert run(tiny_config(tmp_path / "run", engine_data, sig)) == 0
+    assert run(tiny_config(tmp_path / "twin", engine_data, sig)) == 0
+    assert_same_training(final_state(tmp_path / "run"), final_state(tmp_path / "twin"))
+    assert stop_steps(tmp_path / "run") == list(range(1, 17))
+    logged = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["type"] == "train"]
+    assert logged[-1]["logit_bias"] == pytest.approx(float(final_state(tmp_path / "run")["model"]["logit_bias"]))
+    with pytest.raises(CheckpointError, match=r"holds another model.*train\.loss"):
+        run(tiny_config(tmp_path / "run", engine_data))  # the CLIP loss: a model without the bias
+
+
 def test_changing_the_length_on_resume_is_refused(engine_data: dict, reference: dict, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     assert run(tiny_config(run_dir, engine_data, ["train.stop_at_step=3"])) == 0
