@@ -5,11 +5,13 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_OVERRIDES ?=
+THREADS ?=
+ABLATION_FLAGS = $(if $(THREADS),--threads $(THREADS))
 
 GPU_WHEELS := open_clip_torch==3.3.0 webdataset==1.0.2 submitit==1.5.4 ftfy==6.3.1 wcwidth==0.2.13 braceexpand==0.1.7
 WHEEL_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
-.PHONY: venv lint test test-fast demo ablation bench gpu-check gpu-wheels clean
+.PHONY: venv lint test test-fast demo ablation divergence ablation-recipe bench gpu-check gpu-wheels clean
 
 venv: $(VENV)/.installed
 
@@ -41,9 +43,18 @@ test-fast: venv
 demo: venv
 	$(PY) -m launcher demo $(DEMO_OVERRIDES)
 
-# The paper's warm-up sweep in miniature: harder toy set, 3 warm-ups x 2 seeds, linear probe, report (runs/sweeps/ablation-warmup).
+# The paper's warm-up sweep in miniature: harder toy set, 3 warm-ups x 5 seeds, linear probe, report with
+# intervals (runs/sweeps/ablation-warmup). THREADS=N: every member with N torch threads, in ablation-warmup-threadsN.
 ablation: venv
-	$(PY) -m launcher ablation
+	$(PY) -m launcher ablation $(ABLATION_FLAGS)
+
+# Divergence in miniature: lr x warm-up x 3 seeds, failed fraction and mean top-1 per cell (runs/sweeps/divergence-grid).
+divergence: venv
+	$(PY) -m launcher ablation --grid divergence $(ABLATION_FLAGS)
+
+# Loss (clip, siglip) x captions (paper, mixed) x 5 seeds beside the linear probe (runs/sweeps/ablation-recipe).
+ablation-recipe: venv
+	$(PY) -m launcher ablation --grid recipe $(ABLATION_FLAGS)
 
 bench: venv
 	$(PY) -m bench
@@ -58,4 +69,6 @@ gpu-wheels: venv
 	    $(WHEEL_PLATFORMS) -d .whl $(GPU_WHEELS)
 
 clean:
-	rm -rf $(VENV) runs/demo runs/sweeps/ablation-warmup data/toy-inat data/shards data/embeddings data/toy-hard data/shards-hard data/embeddings-hard
+	rm -rf $(VENV) runs/demo runs/sweeps/ablation-warmup* runs/sweeps/ablation-recipe* runs/sweeps/divergence-grid* \
+	    data/toy-inat data/shards data/embeddings data/toy-hard data/shards-hard data/embeddings-hard data/shards-hard-mixed \
+	    data/embeddings-hard-mixed

@@ -4,7 +4,12 @@
   not finished), final and best zero-shot top-1/top-5 and the epoch of the best, wall time and
   GPU-hours; members that differ only in `train.seed` are summed up as mean ± std; beside them the
   linear probe (`lit probe`, SWEEP_DIR/probe) and whole-model baselines (`lit eval --open-clip`,
-  SWEEP_DIR/baselines/NAME) when they were run, and the paper's published figures (`paper: warmup`).
+  SWEEP_DIR/baselines/NAME) when they were run, and the paper's published figures (`paper: warmup`);
+  the settings over seeds, every one-axis difference with its 95 % intervals and in words, a grid
+  of two axes (failed fraction, mean top-1) and the gap to the probe (`launcher.compare`); the
+  machine the ablation recorded (SWEEP_DIR/machine.json).
+- `--against OTHER_SWEEP_DIR`: the same members in another sweep (another thread count or CPU),
+  member by member, written to SWEEP_DIR/against-OTHER.md.
 - `plots/loss.png`, `plots/lr.png`, `plots/top1.png`: every member's loss per epoch, learning rate
   per step and zero-shot top-1 per epoch, overlaid (the paper's Figure 3 for every run).
 """
@@ -23,6 +28,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from launcher import clusters
+from launcher.compare import across, analyse, markdown_across
+from launcher.compare import markdown as analysis_markdown
 from launcher.rundir import RunDir
 from launcher.sweepdir import SweepDir
 from lit.eval.paper import PAPER_WARMUP
@@ -31,6 +38,8 @@ from lit.runlog import Eval, MetricsLog, Start, Train
 from lit.train.optim import lr_at
 
 REPORT = "report.md"
+MACHINE = "machine.json"
+"""Where the members ran (CPU model, cores, torch threads), written by `python -m launcher ablation`."""
 
 
 # ---------------------------------------------------------------- what each member did
@@ -63,6 +72,7 @@ def member_summary(name: str, overrides: list[str], run_dir: Path) -> dict[str, 
     diverged = log.diverged()
     final = next((r for r in reversed(evals) if r.final), None) if outcome == "finished" else None
     best = max(evals, key=lambda r: r.top1 or 0.0) if evals else None
+    classes = next((r.data.get("num_classes") for r in reversed(evals) if r.data.get("num_classes")), None)
     world = start.world_size if start else 1
     gpus = bool(cfg and cfg.slurm.gpus_per_node and cfg.train.device != "cpu" and clusters.of(cfg).scheduled)
     seconds = _attempt_seconds(log)
@@ -75,6 +85,7 @@ def member_summary(name: str, overrides: list[str], run_dir: Path) -> dict[str, 
         "best_epoch": math.ceil(best.step / per_epoch) if best and per_epoch else None,
         "wall_s": round(seconds, 1), "gpu_hours": round(seconds * world / 3600, 3) if gpus else 0.0,
         "warmup_steps": cfg.train.warmup_steps if cfg else None, "seed": cfg.train.seed if cfg else None,
+        "num_classes": classes,
     }
 
 
@@ -130,11 +141,11 @@ def seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def extras(sweep_dir: Path) -> dict[str, Any]:
-    """The linear probe and the baselines found in the sweep folder (results.json files)."""
-    found: dict[str, Any] = {"probe": None, "baselines": {}}
-    probe = sweep_dir / "probe" / "results.json"
-    if probe.is_file():
-        found["probe"] = json.loads(probe.read_text())
+    """The linear probe and the baselines found in the sweep folder (results.json files), and machine.json."""
+    found: dict[str, Any] = {"probe": None, "baselines": {}, "machine": None}
+    for key, path in (("probe", sweep_dir / "probe" / "results.json"), ("machine", sweep_dir / MACHINE)):
+        if path.is_file():
+            found[key] = json.loads(path.read_text())
     for path in sorted((sweep_dir / "baselines").glob("*/results.json")):
         found["baselines"][path.parent.name] = json.loads(path.read_text())
     return found
@@ -170,9 +181,14 @@ def _outcome(r: dict[str, Any]) -> str:
     return str(r["outcome"])
 
 
+def _machine(m: dict[str, Any]) -> str:
+    return f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('torch_threads', '?')} torch thread(s) per member"
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = [f"# Sweep {data['name']}", "", f"{len(data['members'])} members of `{data['job']}`"
-             + (f", common overrides: `{' '.join(data['overrides'])}`" if data["overrides"] else "") + ".", "",
+             + (f", common overrides: `{' '.join(data['overrides'])}`" if data["overrides"] else "") + "."
+             + (f" Ran on {_machine(data['extras']['machine'])}." if data["extras"].get("machine") else ""), "",
              "| member | overrides | outcome | final top-1 | final top-5 | best top-1 (epoch) | wall time | GPU-hours |"
              + (" paper top-1 / top-5 |" if data["paper"] else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|" if data["paper"] else "")]
@@ -192,6 +208,7 @@ def markdown(data: dict[str, Any]) -> str:
         for g in data["seed_groups"]:
             lines.append(f"| `{' '.join(g['overrides']) or '-'}` | {len(g['members'])} | {g['diverged']} | "
                          f"{_pct(g['final_top1'])} ± {_pct(g['final_top1_std'])} | {_pct(g['final_top5'])} ± {_pct(g['final_top5_std'])} |")
+    lines += analysis_markdown(data["analysis"])
     probe, baselines = data["extras"]["probe"], data["extras"]["baselines"]
     if probe or baselines:
         lines += ["", "Beside zero-shot (same validation set):", "", "| model | top-1 | top-5 |", "|---|---|---|"]
@@ -241,8 +258,11 @@ def build(sweep_dir: str | Path) -> dict[str, Any]:
     sweep_dir = Path(sweep_dir)
     spec = SweepDir(sweep_dir).read()
     rows = [member_summary(m["name"], m["overrides"], Path(m["run_dir"])) for m in spec["members"]]
+    found = extras(sweep_dir)
+    probe = (found["probe"] or {}).get("top1")
     return {"name": spec["name"], "job": spec["job"], "overrides": spec["overrides"], "members": rows,
-            "seed_groups": seed_groups(rows), "paper": paper_rows(rows, spec.get("paper", "")), "extras": extras(sweep_dir)}
+            "seed_groups": seed_groups(rows), "paper": paper_rows(rows, spec.get("paper", "")), "extras": found,
+            "analysis": analyse(rows, probe)}
 
 
 def write_report(sweep_dir: str | Path) -> Path:
@@ -267,19 +287,31 @@ def member_ended(run_dir: str | Path) -> Path | None:
 # ---------------------------------------------------------------- command
 
 
+def write_against(sweep_dir: str | Path, other: str | Path) -> Path:
+    """SWEEP_DIR/against-OTHER.md: the members of both sweeps side by side; its path."""
+    a, b = build(sweep_dir), build(other)
+    path = Path(sweep_dir) / f"against-{Path(other).resolve().name}.md"
+    atomic_write(path, markdown_across(across(a["members"], b["members"], Path(sweep_dir).resolve().name, Path(other).resolve().name)))
+    return path
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    parser.add_argument("--against", default=None, metavar="OTHER_SWEEP_DIR",
+                        help="also compare member by member with the same sweep run elsewhere (another thread count or CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
-    path = write_report(Path(args.sweep_dir).resolve())
+    report = write_report(Path(args.sweep_dir).resolve())
+    path = write_against(report.parent, Path(args.against).resolve()) if args.against else report
     out = Console(soft_wrap=True)
     if out.is_terminal:
         out.print(Markdown(path.read_text()))
     else:  # piped: the Markdown itself, never wrapped
         print(path.read_text(), flush=True)
-    out.print(f"written: {path}, {path.with_name('report.json')}, {path.parent / 'plots'}/{{loss,lr,top1}}.png")
+    out.print(f"written: {report}, {report.with_name('report.json')}, {report.parent / 'plots'}/{{loss,lr,top1}}.png"
+              + (f", {path}" if path != report else ""))
     return 0
 
 
-__all__ = ["REPORT", "build", "member_ended", "member_summary", "seed_groups", "write_report"]
+__all__ = ["MACHINE", "REPORT", "build", "member_ended", "member_summary", "seed_groups", "write_against", "write_report"]
