@@ -76,10 +76,10 @@ def test_overrides_follow_the_job_file() -> None:
             assert name in ("launcher demo", "launcher ablation"), f"{name}: overrides without a job file"  # their own jobs
             continue
         before = positionals[names.index("overrides") - 1]
-        allowed = ("RUN_DIR",) if name == "launcher resume" else ("JOB.yaml", "JOB_OR_SWEEP.yaml")
+        allowed = {"launcher resume": ("RUN_DIR",), "lit eval": ("RUN | JOB.yaml",)}.get(name, ("JOB.yaml", "JOB_OR_SWEEP.yaml"))
         assert before.metavar in allowed, f"{name}: overrides follow {before.metavar or before.dest}, not the job file"
     assert {"lit train", "lit doctor", "lit embed", "lit shards", "lit probe", "lit models prepare", "launcher submit",
-            "launcher sweep", "launcher resume"} <= set(readers)
+            "launcher sweep", "launcher resume", "lit eval"} <= set(readers)
 
 
 def test_one_meaning_per_flag_and_retired_names_hidden() -> None:

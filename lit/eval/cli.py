@@ -22,6 +22,9 @@ from lit.errors import UsageError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", nargs="?", metavar="RUN | JOB.yaml",
                         help=f"{RUN_HELP}; with --open-clip, the job whose validation set, classes, captions and templates to use")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="overrides of the evaluation's settings: eval.* (batch_size, hardest, templates) and data.workers; "
+                             "the rest is the checkpoint's own config")
     parser.add_argument("--open-clip", metavar="SPEC", help="a whole pretrained open_clip model from local files, as a baseline: "
                                                           "local-dir:DIR or ARCH:FILE (lit.eval.baseline)")
     parser.add_argument("--data", help="validation shards (`lit shards`) or their embeddings (`lit embed`); "
@@ -30,9 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                             "(default: the config's eval.templates)")
     parser.add_argument("--out", help="output folder (default: RUN/eval/step-N-TEMPLATES)")
     parser.add_argument("--max-samples", type=int, default=0, help="evaluate about this many samples (0: all)")
-    parser.add_argument("--batch-size", type=int, help="images per batch on each rank (default: eval.batch_size)")
-    parser.add_argument("--workers", type=int, help="data loader workers per rank (default: data.workers)")
-    parser.add_argument("--hardest", type=int, help="hardest classes and confused pairs to report (default: eval.hardest)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--no-tables", action="store_true", help="write the files, print no tables")
     add_progress(parser)
@@ -40,6 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_renamed(parser, "--config", "the positional JOB.yaml (with --open-clip)", dest="config_flag")
     add_renamed(parser, "--subset", "--max-samples", dest="max_samples", type=int)
     add_renamed(parser, "--quiet", "--no-tables", dest="no_tables", nargs=0, const=True)
+    for flag, key in RENAMED_TO_OVERRIDES.items():
+        add_renamed(parser, flag, f"the override {key}=N", dest=flag.strip("-").replace("-", "_"), type=int)
+
+
+RENAMED_TO_OVERRIDES = {"--batch-size": "eval.batch_size", "--workers": "data.workers", "--hardest": "eval.hardest"}
+"""Flags that mirrored config keys: read for one release as the overrides they stand for."""
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """The command's overrides, the renamed flags' among them."""
+    more = [f"{key}={getattr(args, flag.strip('-').replace('-', '_'))}" for flag, key in RENAMED_TO_OVERRIDES.items()
+            if getattr(args, flag.strip("-").replace("-", "_"), None) is not None]
+    return [*more, *(args.overrides or [])]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.target:
             raise UsageError("RUN", "name the run (or checkpoint file) to evaluate, or a baseline with --open-clip SPEC JOB.yaml")
         result, out = evaluate_checkpoint(
-            args.target, args.data, templates, args.out, subset=args.max_samples, batch_size=args.batch_size,
-            workers=args.workers, hardest=args.hardest, device=args.device, progress=not args.no_progress,
+            args.target, args.data, templates, args.out, subset=args.max_samples, overrides=overrides_of(args),
+            device=args.device, progress=not args.no_progress,
         )
     if dist.resolve().is_main:
         console = Console()
@@ -75,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 def _baseline(args: argparse.Namespace, templates: Sequence[str] | None) -> tuple[dict[str, Any], Path]:
     from lit.config import load_config, with_overrides
     from lit.eval.baseline import evaluate_open_clip
+    from lit.eval.runner import check_eval_overrides
 
     job = getattr(args, "config_flag", None) or args.target
     if not job:
@@ -83,8 +97,8 @@ def _baseline(args: argparse.Namespace, templates: Sequence[str] | None) -> tupl
         raise UsageError("--max-samples", "a baseline is evaluated on the whole validation set: drop --max-samples")
     cfg = load_config(job)
     sets = [f"eval.templates=[{','.join(templates)}]"] if templates else []
-    more = [f"{k}={v}" for k, v in (("eval.batch_size", args.batch_size), ("data.workers", args.workers),
-                                    ("eval.hardest", args.hardest)) if v is not None]
+    check_eval_overrides(overrides_of(args))
+    more = overrides_of(args)
     cfg = with_overrides(cfg, sets + more) if sets or more else cfg
     name = args.open_clip.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1] or "open_clip"
     out = Path(args.out) if args.out else Path(cfg.run_dir) / "baselines" / Path(name).stem

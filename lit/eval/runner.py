@@ -33,11 +33,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lit import checkpoint as ckpt_files
 from lit import dist
 from lit.config import Config, config_from_dict
-from lit.configlib import ConfigError, to_dict
+from lit.configlib import ConfigError, apply_overrides, to_dict
 from lit.data.folders import ShardFolder, open_folder
 from lit.data.inat import Category, DatasetError, load_categories_json
 from lit.data.loader import Stream, batch_counts, eval_pipeline, make_loader
 from lit.data.taxonomy import Taxonomy
+from lit.errors import UsageError
 from lit.eval.calibration import FILE, Calibration
 from lit.eval.metrics import Counts, label_lookup, summarize, to_class_index
 from lit.eval.paper import paper_table
@@ -219,9 +220,22 @@ def write_outputs(result: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
+EVAL_OVERRIDES = ("eval.", "data.workers=")
+"""What `lit eval` may override of a checkpoint's config: the evaluation's own settings and its loaders."""
+
+
+def check_eval_overrides(overrides: Sequence[str]) -> None:
+    """UsageError for an override outside EVAL_OVERRIDES (the model and its data are the checkpoint's)."""
+    for text in overrides:
+        if not text.startswith(EVAL_OVERRIDES):
+            raise UsageError("section.key=value", f"{text!r}: lit eval takes eval.* and data.workers overrides; the rest is "
+                                                  "the checkpoint's own config (--data names other validation data)")
+
+
 def eval_config(
     cfg: Config, data: str | Path | None = None, templates: Sequence[str] | None = None,
     batch_size: int | None = None, workers: int | None = None, hardest: int | None = None,
+    overrides: Sequence[str] = (),
 ) -> Config:
     """The checkpoint's config with the evaluation's choices; `data` may be image shards or embeddings."""
     tree = to_dict(cfg)
@@ -235,7 +249,8 @@ def eval_config(
                                  ("eval", "batch_size", batch_size), ("data", "workers", workers), ("eval", "hardest", hardest)):
         if value is not None:
             tree[section][name] = value
-    return config_from_dict(tree, "lit eval arguments")
+    check_eval_overrides(overrides)
+    return config_from_dict(apply_overrides(tree, overrides) if overrides else tree, "lit eval arguments")
 
 
 def default_out_dir(checkpoint_path: Path, templates: Sequence[str]) -> Path:
@@ -259,7 +274,7 @@ def calibration_summary(checkpoint_path: Path, step: int) -> dict[str, Any] | No
 def evaluate_checkpoint(
     ckpt: str | Path, data: str | Path | None = None, templates: Sequence[str] | None = None, out: str | Path | None = None,
     *, subset: int = 0, batch_size: int | None = None, workers: int | None = None, hardest: int | None = None,
-    device: str = "auto", progress: bool = True,
+    overrides: Sequence[str] = (), device: str = "auto", progress: bool = True,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint (file or run directory) on every rank; returns (results, output folder)."""
     from lit.checkpoint import model_from_checkpoint, resolve_checkpoint
@@ -270,7 +285,7 @@ def evaluate_checkpoint(
     try:
         path = resolve_checkpoint(ckpt)
         cfg, built, state = model_from_checkpoint(path, dev)
-        cfg = eval_config(cfg, data, templates, batch_size, workers, hardest)
+        cfg = eval_config(cfg, data, templates, batch_size, workers, hardest, overrides)
         out_dir = Path(out) if out is not None else default_out_dir(path, cfg.eval.templates)
         result = evaluate_model(cfg, built, info, subset, write_results=False, out_dir=out_dir,
                                 checkpoint={"path": str(path), "step": int(state["step"])}, progress=progress)

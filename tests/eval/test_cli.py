@@ -92,3 +92,15 @@ def test_probabilities_sum_up_the_tree() -> None:
     assert abs(best.probability - float(probs[0, asteraceae].sum())) < 1e-6
     assert best.species.id in {cats[i].id for i in asteraceae}
     assert best.species_probability == pytest.approx(float(probs[0, asteraceae].max()))
+
+
+
+def test_eval_takes_its_settings_as_overrides_and_reads_the_old_flags_as_them(
+        tiny_run: Path, toy_val: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["eval", str(tiny_run), "--data", str(toy_val), "eval.hardest=2", "--no-tables", "--out", str(out),
+                 "--batch-size", "8", "data.workers=0"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert len(result["hardest"]) == 2 and result["setup"]["batch_size"] == 8
+    assert main(["eval", str(tiny_run), "model.name=lit-tiny"]) == 2
+    assert "lit eval takes eval.* and data.workers overrides" in " ".join(capsys.readouterr().err.split())
