@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,29 @@ def _nll_slope(source: LogitSource, rows: np.ndarray, beta: float) -> tuple[floa
     return d1 / len(rows), d2 / len(rows)
 
 
+def newton_in_bracket(slope: Callable[[float], tuple[float, float]], x: float, first: tuple[float, float], lo: float, hi: float,
+                      middle: Callable[[float, float], float], tol: Callable[[float], float], max_passes: int) -> float:
+    """The root of a 1-D convex problem's slope in [lo, hi]: Newton steps inside the bracket, else `middle(lo, hi)`.
+
+    `slope(x)` gives (first, second derivative); `first` is its value at the start `x`; the bracket shrinks
+    to the side the slope's sign points to; it stops when a step moves less than `tol(x)`.
+    """
+    d1, d2 = first
+    for _ in range(max_passes):
+        if d1 > 0:
+            hi = x
+        else:
+            lo = x
+        step = x - d1 / d2 if d2 > 0 else math.nan
+        new = step if lo < step < hi else middle(lo, hi)
+        done = abs(new - x) <= tol(x)
+        x = new
+        if done:
+            break
+        d1, d2 = slope(x)
+    return x
+
+
 def fit_temperature(source: LogitSource, rows: np.ndarray | None = None, low: float = 0.01, high: float = 100.0,
                     rtol: float = 1e-8, max_passes: int = 60) -> float:
     """The T in [low, high] minimizing the NLL over `rows`: safeguarded Newton in beta = 1/T, one pass over the logits a step.
@@ -129,18 +152,8 @@ def fit_temperature(source: LogitSource, rows: np.ndarray | None = None, low: fl
     bound = lo if slope > 0 else hi
     if bound != beta and (_nll_slope(source, rows, bound)[0] > 0) == (slope > 0):
         return float(1.0 / bound)  # the slope keeps its sign up to the bound: the minimum is there
-    for _ in range(max_passes):
-        if slope > 0:
-            hi = beta
-        else:
-            lo = beta
-        step = beta - slope / curve if curve > 0 else math.nan
-        new = step if lo < step < hi else math.sqrt(lo * hi)  # Newton inside the bracket, else bisection (in log beta)
-        done = abs(new - beta) <= rtol * beta
-        beta = new
-        if done:
-            break
-        slope, curve = _nll_slope(source, rows, beta)
+    beta = newton_in_bracket(lambda b: _nll_slope(source, rows, b), beta, (slope, curve), lo, hi,
+                             lambda a, b: math.sqrt(a * b), lambda b: rtol * b, max_passes)  # bisection in log beta
     return float(1.0 / beta)
 
 
@@ -258,4 +271,4 @@ def measure(source: LogitSource, taxonomy: Taxonomy, temperature: float,
 
 
 __all__ = ["BINS", "CHUNK_VALUES", "FILE", "THRESHOLDS", "Calibration", "EmbeddedImages", "LogitSource", "Logits", "coverage_curve",
-           "expected_calibration_error", "fit_temperature", "measure", "nll", "prior_weight_for", "rank_confidence", "temperature_for"]
+           "expected_calibration_error", "fit_temperature", "measure", "newton_in_bracket", "nll", "prior_weight_for", "rank_confidence", "temperature_for"]

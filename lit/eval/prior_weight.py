@@ -8,12 +8,11 @@ each streaming the logits and the prior a chunk of rows at a time (memory: a chu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from lit.eval.calibration import CHUNK_VALUES, LogitSource
+from lit.eval.calibration import CHUNK_VALUES, LogitSource, newton_in_bracket
 
 HIGH = 50.0
 """The largest weight fit: a prior whose presences are all close (overlapping ranges) can need a large exponent to
@@ -68,19 +67,8 @@ def fit_prior_weight(source: LogitSource, rows: np.ndarray, temperature: float, 
     lo, hi = 0.0, high
     if _slope(source, rows, temperature, log_prior, high)[0] <= 0:
         return float(high)
-    w = 0.0
-    for _ in range(max_passes):
-        if slope > 0:
-            hi = w
-        else:
-            lo = w
-        step = w - slope / curve if curve > 0 else math.nan
-        new = step if lo < step < hi else 0.5 * (lo + hi)
-        done = abs(new - w) <= rtol * max(1.0, w)
-        w = new
-        if done:
-            break
-        slope, curve = _slope(source, rows, temperature, log_prior, w)
+    w = newton_in_bracket(lambda x: _slope(source, rows, temperature, log_prior, x), 0.0, (slope, curve), lo, hi,
+                          lambda a, b: 0.5 * (a + b), lambda x: rtol * max(1.0, x), max_passes)
     return float(w)
 
 
