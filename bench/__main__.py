@@ -105,8 +105,10 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], date: str,
         "over the repeats; a goal applies to the median. Compared variants run interleaved (their order rotated "
         "every round) and a ratio is taken pair by pair within a round, so both sides saw the same machine load.", "",
         f"- Date: {date}",
-        *[f"- Kept from an earlier run: {b} ({d})" for b, d in sorted({(r["benchmark"], r.get("date", "?")) for r in results if r.get("date") != date})],
-        f"- Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB, {info['platform']}, Python {info['python']}",
+        *[f"- Kept from an earlier run: {b} ({d}, on {m})" for b, d, m in sorted(
+            {(r["benchmark"], r.get("date", "?"), r.get("machine", "a machine not recorded")) for r in results if r.get("date") != date})],
+        f"- Machine of this run: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB, {info['platform']}, Python {info['python']}"
+        " (a figure kept from an earlier run names its own machine above)",
         gpu_line,
         *([f"- Load average (1/5/15 min) before / after: {info['load_before']} / {info['load_after']}"]
           if info.get("load_before") else []),
@@ -188,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]running benchmark {name}[/bold]")
         for r in module.run():
             if "section" in r:  # prose (e.g. a projection), rendered after the table
-                sections.append({"benchmark": name, "date": date, **r})
+                sections.append({"benchmark": name, "date": date, "machine": info["cpu"], **r})
             else:
-                results.append(summarize({"benchmark": name, "date": date, **r}))
+                results.append(summarize({"benchmark": name, "date": date, "machine": info["cpu"], **r}))
     info["load_after"] = [round(x, 2) for x in os.getloadavg()]
     ran, ran_sections = len(results), len(sections)
     results += [r for r in _previous() if r["benchmark"] not in names]  # keep what was not rerun

@@ -54,7 +54,7 @@ def test_a_partial_rerun_keeps_the_other_benchmarks_with_their_dates(report: Pat
                    {"section": "Slow notes", "markdown": "slow's first notes"}])
     assert bench_main.main([]) == 1
     first = {r["benchmark"]: r for r in json.loads((report / "BENCHMARKS.json").read_text())["results"]}
-    first["fast"]["date"] = "2026-01-01 00:00 UTC"  # as if it had run earlier
+    first["fast"].update(date="2026-01-01 00:00 UTC", machine="Another CPU")  # as if it had run earlier, elsewhere
     raw = json.loads((report / "BENCHMARKS.json").read_text())
     raw["results"] = list(first.values())
     (report / "BENCHMARKS.json").write_text(json.dumps(raw))
@@ -63,7 +63,8 @@ def test_a_partial_rerun_keeps_the_other_benchmarks_with_their_dates(report: Pat
     rows = {r["benchmark"]: r for r in json.loads((report / "BENCHMARKS.json").read_text())["results"]}
     assert rows["slow"]["values"] == [4.0] and rows["fast"]["values"] == [2.0]
     text = (report / "BENCHMARKS.md").read_text()
-    assert "Kept from an earlier run: fast (2026-01-01 00:00 UTC)" in text and "fast's projection" in text
+    assert "Kept from an earlier run: fast (2026-01-01 00:00 UTC, on Another CPU)" in text and "fast's projection" in text
+    assert rows["slow"]["machine"] == bench_main.machine()["cpu"] and "Machine of this run:" in text
     assert "slow's first notes" not in text  # a rerun benchmark replaces its own sections
     runs = sorted((report / "out" / "runs").glob("*.json"))
     assert [json.loads(p.read_text())["benchmarks"] for p in runs] == [["fast", "slow"], ["slow"]]
