@@ -27,8 +27,8 @@ OUT = HERE / "out"
 RAW = REPO / "BENCHMARKS.json"
 
 
-NOT_BENCHMARKS = ("gpu_check",)
-"""Modules of this package that are tools, not benchmarks (`gpu_check` runs on a GPU machine; `--gpu` merges its figures)."""
+NOT_BENCHMARKS = ("gpu_check", "sweeps")
+"""Modules of this package that are tools, not benchmarks (`gpu_check` runs on a GPU machine, `--gpu` merges its figures; `sweeps` merges measured sweep reports)."""
 
 
 def discover() -> list[str]:
