@@ -210,7 +210,7 @@ COMMANDS = {"submit": cmd_submit, "status": cmd_status, "resume": cmd_resume, "c
 PLUGINS = {
     "demo": ("launcher.demo", "the end-to-end demo (`make demo`)"),
     "sweep": ("launcher.cli_sweep", "submit a sweep: a job YAML with key=a,b,c axes, or a sweep file"),
-    "ablation": ("launcher.ablation", "the warm-up sweep in miniature, locally (`make ablation`; --grid divergence | recipe)"),
+    "ablation": ("launcher.ablation", "the sweeps in miniature, locally (`make ablation`, `--grid`)"),
     "report": ("launcher.report", "a sweep's members side by side: report.md, report.json, plots"),
 }
 """Commands implemented elsewhere: a module with `add_arguments(parser)` and `run(args) -> int`."""
