@@ -237,10 +237,6 @@ def test_exif_of_a_path_or_an_opened_photo_places_it(prior_run: Path, field_run:
 
 def test_the_onnx_export_weighs_like_the_checkpoint(prior_run: Path, field_run: FieldRun, tmp_path: Path) -> None:
     from lit.field.onnx_export import export_onnx
-    from lit.field.onnx_predict import OnnxModel
-
-    if not hasattr(OnnxModel, "log_prior"):
-        pytest.skip("lit.field.onnx_predict.OnnxModel has no log_prior yet (the export of the prior is not there)")
     folder, _ = export_onnx(prior_run, tmp_path / "export", verify_limit=4)
     onnx, torch_clf = Classifier.load(folder), Classifier.load(prior_run, device="cpu")
     images = field_run.images[:6]
