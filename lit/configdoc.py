@@ -14,19 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from lit import config as config_module
+from lit import config_cluster
 from lit.configlib import to_dict
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
+SOURCES = (config_module, config_cluster)
+"""The modules whose dataclasses make up the config tree."""
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 """The page that holds the reference between START and END."""
 
 
 def field_docs() -> dict[str, dict[str, str]]:
     """{class name: {field: docstring}} read from the string literal below each field."""
-    tree = ast.parse(Path(config_module.__file__).read_text())
     docs: dict[str, dict[str, str]] = {}
-    for node in tree.body:
+    nodes = [node for module in SOURCES for node in ast.parse(Path(module.__file__ or "").read_text()).body]
+    for node in nodes:
         if not isinstance(node, ast.ClassDef):
             continue
         fields: dict[str, str] = {}
@@ -86,7 +89,7 @@ def _doc(docs: dict[str, dict[str, str]], cls: type, name: str) -> str:
     for klass in cls.__mro__:
         if name in docs.get(klass.__name__, {}):
             return docs[klass.__name__][name]
-    raise KeyError(f"{cls.__name__}.{name} has no docstring in lit/config.py")
+    raise KeyError(f"{cls.__name__}.{name} has no docstring in lit/config.py or lit/config_cluster.py")
 
 
 def splice(text: str) -> str:

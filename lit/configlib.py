@@ -33,6 +33,12 @@ class ConfigError(UserError, ValueError):
         super().__init__(f"{where}{key or '<root>'}: {message}")
 
 
+def check(cond: bool, key: str, message: str) -> None:
+    """Raise a ConfigError for `key` (relative to the section validating it) unless `cond` holds."""
+    if not cond:
+        raise ConfigError("", key, message)
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:

@@ -39,7 +39,7 @@ LIT_LAYERS: Layers = (  # top → bottom
     ("evaluation", frozenset({"lit.eval"})),
     ("checkpoints, model preparation, the location prior", frozenset({"lit.checkpoint", "lit.models", "lit.prior"})),
     ("data, model", frozenset({"lit.data", "lit.model"})),
-    ("base", frozenset({"lit.config", "lit.configlib", "lit.errors", "lit.io", "lit.log", "lit.dist", "lit.signals",
+    ("base", frozenset({"lit.config", "lit.config_cluster", "lit.configlib", "lit.errors", "lit.io", "lit.log", "lit.dist", "lit.signals",
                         "lit.plots", "lit.runlog", "lit.checklist", "lit.cliargs"})),
 )
 

@@ -205,11 +205,13 @@ def test_dry_run_of_the_paper_jobs_training(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_dry_run_applies_overrides_and_submits_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run_dir = tmp_path / "run"
+    run_dir, absent = tmp_path / "run", tmp_path / "not-made"
+    # The data paths point where nothing is (a checkout that ran `make demo` has the job's own toy shards).
     code = main(["submit", str(JOBS / "slurm-cpu-toy.yaml"), f"run_dir={run_dir}", "slurm.time_min=7",
-                 "slurm.partition=low", "--dry-run"])
+                 "slurm.partition=low", f"data.train_embeddings={absent}/train", f"data.val_embeddings={absent}/val",
+                 f"data.val_shards={absent}/val", "--dry-run"])
     text = capsys.readouterr().out
-    assert code != 0 and "submit would stop here:" in text  # its toy shards are not made here: the preflight says so
+    assert code != 0 and "submit would stop here:" in text  # no cached embeddings there: the preflight says so
     assert "#SBATCH --time=7" in text and "#SBATCH --partition=low" in text and "--gpus-per-node" not in text
     assert f"{run_dir}/slurm/%j_%t_log.out" in text and "backend: gloo" in text
     assert not run_dir.exists()
