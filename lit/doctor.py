@@ -297,6 +297,28 @@ def _weights_check(key: str, value: str) -> Check | None:
                        is_file=True)
 
 
+SNIFF_BYTES = 1 << 20
+"""How much of the prior's annotation file the doctor reads to see that its images carry places."""
+
+
+def _prior_check(cfg: Config) -> Check:
+    """The annotation file `lit prior` learns from exists, and its first records carry a latitude."""
+    key, path = "prior.split", Path(cfg.data.root).expanduser() / f"{cfg.prior.split}.json"
+    fix = ("set prior.split to an annotation file of data.root (train, train_mini, val) that holds its images' latitude, "
+           "longitude and date, or drop prior from pipeline.stages")
+    if not path.is_file():
+        return Check(key, "fail", f"{key}: {path} is not a file", fix)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as err:
+        return Check(key, "fail", f"{key}: cannot read {path}: {err.strerror or err}", fix)
+    if b'"latitude"' not in head:
+        return Check(key, "warn", f"{key}: no \"latitude\" in the first {SNIFF_BYTES >> 20} MiB of {path}: the prior learns "
+                     "only from located images (`lit prior` counts the others by reason)", fix)
+    return Check(key, "ok", f"{path} (its images carry places)")
+
+
 def job_checks(cfg: Config) -> list[Check]:
     """Checks of the job's dataset, shard, embedding, run and weights paths, and of its image."""
     bind = "or bind it into the container (container.binds)"
@@ -309,6 +331,8 @@ def job_checks(cfg: Config) -> list[Check]:
     if d.image_source == "cached":
         for key, value in (("data.train_embeddings", d.train_embeddings), ("data.val_embeddings", d.val_embeddings)):
             checks.append(_path_check(key, value, f"cache the embeddings with `lit embed`, {bind}"))
+    if "prior" in cfg.pipeline.stages:
+        checks.append(_prior_check(cfg))
     checks.append(_writable_check("run_dir", cfg.run_dir))
     weights = [_weights_check(k, v) for k, v in (("model.pretrained", cfg.model.pretrained),
                                                   ("model.image_weights", cfg.model.image_weights))]

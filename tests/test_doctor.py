@@ -167,7 +167,7 @@ def make_job(tmp_path: Path, **overrides: Any) -> Config:
         "container": {"image": str(tmp_path / "lit.sif")},
     }
     for key, value in overrides.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return config_from_dict(data)
 
 
@@ -211,6 +211,19 @@ def test_shards_without_manifest_and_missing_embeddings_fail(tmp_path: Path) -> 
     failed = by_name(failures(doctor.job_checks(cfg)))
     assert set(failed) == {"data.val_shards", "data.train_embeddings"}
     assert "manifest.json" in failed["data.val_shards"].detail and "lit embed" in failed["data.train_embeddings"].fix
+
+
+def test_the_prior_stage_needs_annotations_with_places(tmp_path: Path) -> None:
+    cfg = make_job(tmp_path, pipeline={"stages": ["prior", "train"]})
+    annotations = tmp_path / "inat" / "train.json"
+    missing = by_name(doctor.job_checks(cfg))["prior.split"]
+    assert missing.status == "fail" and str(annotations) in missing.detail and "pipeline.stages" in missing.fix
+    annotations.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "date": "2019-06-01"}]}))
+    unplaced = by_name(doctor.job_checks(cfg))["prior.split"]
+    assert unplaced.status == "warn" and "latitude" in unplaced.detail
+    annotations.write_text(json.dumps({"images": [{"id": 1, "latitude": 52.1, "longitude": 4.3, "date": "2019-06-01"}]}))
+    assert by_name(doctor.job_checks(cfg))["prior.split"].status == "ok"
+    assert "prior.split" not in by_name(doctor.job_checks(make_job(tmp_path / "without")))  # no prior stage: no check
 
 
 def test_run_dir_must_be_writable(tmp_path: Path) -> None:
