@@ -50,7 +50,7 @@ CODE_HOLDS = {
     "shards": "the whole split's records (`load_split`), planned up front: grows with images from the start of the run, "
               "then flat (the long run's second half adds nothing); iNat's own train.json carries more fields per image "
               "than the toy's, so `json.load`'s transient peak on it is larger than measured here",
-    "embed": "streams; the shards in flight (a worker decodes a whole image shard at once, see below); flat once the "
+    "embed": "streams; the shards in flight (a worker holds two decoded images of its shard, see below); flat once the "
              "allocators settle",
     "train": "streams through a shuffle buffer (data.shuffle_buffer samples)",
     "eval": "streams; 8 B per top-1 miss (the confusion codes, `Counts.errors`)",
@@ -350,11 +350,12 @@ def markdown(result: dict[str, Any]) -> str:
               "lit-tiny's 32-px tower; iNat's photos are 500x375 and ViT-L/14 runs on a GPU: see the projection and gpu "
               "figures), the training step (lit-tiny's text tower), the JPEG sizes (shards), and the 2 shared cores. What "
               "does: the data sizes (768-d embeddings, 10,000 classes, the number of images), hence memory, and the cached "
-              "stages' scoring (eval, calibrate, probe) on the CPU. One memory cost that cannot show at 32 px: each "
-              "`lit embed` DataLoader worker decodes a whole image shard into memory before it preprocesses it "
-              "(`ShardImages._samples`: `list(pipeline)`), so at iNat's 500x375 photos and the jobs' 1,000 samples a shard "
-              "a worker holds ~0.56 GB of decoded images, plus up to 4 prefetched batches (4 x 256 x 3 x 224 x 224 fp32 = "
-              "0.62 GB): ~1.2 GB a worker, ~5 GB for the jobs' 4 workers a rank (here: 3 MB a shard).", "",
+              "stages' scoring (eval, calibrate, probe) on the CPU. The photo size does show in `lit embed`'s workers: "
+              "each reads its shard one sample ahead (`ShardImages._samples`), so it holds two decoded photos and up to 4 "
+              "prefetched batches (4 x 256 x 3 x 224 x 224 fp32 = 0.62 GB at ViT-L/14's input) whatever the shard's size. "
+              "Until 2026-12-05 a worker decoded its whole shard first: on one shard of 1,000 500x375 photos (lit-tiny, 1 "
+              "worker, batch 256, this Intel Xeon) the tree's anonymous memory was 1,252 MiB then and is 536 MiB now, twice "
+              "each, within 5 MiB (~0.56 GB less a worker, ~2.2 GB less for the jobs' 4 workers a rank).", "",
               "Commands (WORK: a temporary folder per run):", ""]
     lines += [f"- `{c}`" for c in commands()]
     return "\n".join(lines)

@@ -97,18 +97,25 @@ class ShardImages(torch.utils.data.IterableDataset):
             yield _collate(pending)
 
     def _samples(self, index: int) -> Iterator[tuple[Item, torch.Tensor | None]]:
+        """The shard's samples in order, read one ahead (to mark the last): two decoded images at a time, not the shard."""
         pipeline = wds.DataPipeline(wds.SimpleShardList([self.urls[index]]), wds.tarfile_to_samples(),
                                     wds.decode("pil", handler=wds.warn_and_continue))
-        samples = list(pipeline)
-        for i, s in enumerate(samples):
-            last = len(samples) if i == len(samples) - 1 else -1
-            item = Item(index, str(s.get("__key__")), s.get("txt"), int(s.get("cls", -1)), s.get("json"), last)
-            if "jpg" not in s:
-                yield replace(item, bad="no jpg"), None
-                continue
-            yield item, self._image(s["jpg"], item.key)
-        if not samples:
+        previous: dict[str, Any] | None = None
+        count = 0
+        for sample in pipeline:
+            if previous is not None:
+                yield self._sample(index, previous, -1)
+            previous, count = sample, count + 1
+        if previous is None:
             yield Item(index, "", None, -1, None, 0, bad="empty shard"), None
+        else:
+            yield self._sample(index, previous, count)
+
+    def _sample(self, index: int, s: dict[str, Any], last: int) -> tuple[Item, torch.Tensor | None]:
+        item = Item(index, str(s.get("__key__")), s.get("txt"), int(s.get("cls", -1)), s.get("json"), last)
+        if "jpg" not in s:
+            return replace(item, bad="no jpg"), None
+        return item, self._image(s["jpg"], item.key)
 
 
 def _collate(pending: list[tuple[Item, torch.Tensor | None]]) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
 
 from lit.config import CaptionConfig, ShardConfig, load_config
-from lit.data.embed import embed_folder
+from lit.data.embed import ShardImages, embed_folder
 from lit.data.shards import build_shards
 
 
@@ -62,3 +65,19 @@ def test_stopped_embeddings_resume_equal(engine_data: dict, tmp_path: Path, work
     assert again is not None
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in whole["shards"]]  # bitwise, batch 24 across shards of 16
     assert again["total_samples"] == whole["total_samples"] == 384
+
+
+def test_a_worker_holds_two_decoded_images_of_a_shard_not_the_shard(engine_data: dict) -> None:
+    """A shard is read one sample ahead (to mark its last sample): at iNat's photo sizes a whole shard would be ~0.5 GB."""
+    urls = sorted(str(p) for p in engine_data["train"].glob("*.tar"))
+    seen: list[int] = []
+
+    def preprocess(image: Image.Image) -> torch.Tensor:
+        gc.collect()
+        seen.append(sum(issubclass(type(o), Image.Image) for o in gc.get_objects()))
+        return torch.zeros(1)
+
+    items = [item for item, _ in ShardImages(urls[:1], [32], set(), preprocess, batch_size=8)._samples(0)]
+    assert len(items) == 32 == len(seen)  # every sample, in order, its image preprocessed
+    assert [it.last for it in items] == [-1] * 31 + [32]  # the last one is marked with the shard's count
+    assert max(seen) <= 2, seen  # the image being preprocessed and the one read ahead
