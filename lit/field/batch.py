@@ -35,10 +35,11 @@ class Engine(Protocol):
 
 def predict_files(engine: Engine, paths: Sequence[Path], scorer: Scorer, *, batch_size: int = 32, workers: int = 0,
                   on_rows: Callable[[list[Prediction]], None] | None = None, console: Console | None = None,
-                  progress: bool = True, where: Callable[[Path], PlaceUsed | None] | None = None,
+                  progress: bool = True, where: Callable[[Path], PlaceUsed | None] | None = None, keep: bool = True,
                   ) -> tuple[list[Prediction], list[Skipped]]:
     """Predictions of every readable file (also passed to `on_rows` batch by batch) and the files skipped;
-    `where(path)` is a file's place (None: image-only answers)."""
+    `where(path)` is a file's place (None: image-only answers). keep=False returns no prediction: `on_rows` has them all
+    and memory stays that of a batch, however many files there are."""
     predictions: list[Prediction] = []
     skipped: list[Skipped] = []
     bar = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[bad]} skipped"),
@@ -49,7 +50,8 @@ def predict_files(engine: Engine, paths: Sequence[Path], scorer: Scorer, *, batc
             places = [where(paths[i]) for i in indices] if where is not None else None
             rows = scorer.score([str(paths[i]) for i in indices], logits, places) if indices else []
             skipped += [Skipped(str(paths[i]), reason) for i, reason in bad]
-            predictions += rows
+            if keep:
+                predictions += rows
             if on_rows is not None and rows:
                 on_rows(rows)
             bar.update(task, advance=len(indices) + len(bad), bad=len(skipped))

@@ -23,12 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from lit.cliargs import add_progress, add_renamed
 from lit.data.inat import RANKS
 from lit.errors import UsageError
+
+if TYPE_CHECKING:
+    from lit.field.scoring import Prediction
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from lit.field.classifier import Classifier
     from lit.field.exif import given_place
     from lit.field.images import discover
-    from lit.field.results import check_out, prediction_table, print_places, print_summary, row_writer, write_skipped
+    from lit.field.results import Tally, check_out, prediction_table, print_places, print_summary, row_writer, write_skipped
     from lit.log import console as err_console
 
     if args.top < 1:
@@ -99,25 +104,28 @@ def run(args: argparse.Namespace) -> int:
     classifier = Classifier.load(target, device=args.device, categories=args.categories, templates=templates)
     scorer = classifier.scorer(top=args.top, rank=args.rank, subset=args.subset, min_confidence=args.min_confidence)
     progress = not args.no_progress and len(paths) > args.batch_size
-    if args.out:
-        with row_writer(args.out, args.top) as writer:
-            predictions, bad = classifier.predict_files(paths, scorer, place=place, batch_size=args.batch_size,
-                                                        workers=args.workers, on_rows=writer.write, console=err_console,
-                                                        progress=progress)
-    else:
-        predictions, bad = classifier.predict_files(paths, scorer, place=place, batch_size=args.batch_size,
-                                                    workers=args.workers, console=err_console, progress=progress)
-        out = Console()
-        for p in predictions:
+    tally, out = Tally(), Console()
+
+    def show(rows: list[Prediction]) -> None:
+        for p in rows:
             if args.json:
                 print(json.dumps(p.to_json(), ensure_ascii=False))
             else:
                 out.print(prediction_table(p))
+
+    # Rows are written (or printed) and counted batch by batch; none is kept (keep=False).
+    with row_writer(args.out, args.top) if args.out else nullcontext() as writer:
+        def take(rows: list[Prediction]) -> None:
+            (writer.write if writer is not None else show)(rows)
+            tally.add(rows)
+
+        _, bad = classifier.predict_files(paths, scorer, place=place, batch_size=args.batch_size, workers=args.workers,
+                                          on_rows=take, keep=False, console=err_console, progress=progress)
     skipped += bad
-    print_summary(len(predictions), skipped, err_console)
-    print_places(predictions, err_console)
+    print_summary(tally.predicted, skipped, err_console)
+    print_places(tally, err_console)
     if args.out:
-        err_console.print(f"{len(predictions)} row(s) → {args.out}", soft_wrap=True, highlight=False)
+        err_console.print(f"{tally.predicted} row(s) → {args.out}", soft_wrap=True, highlight=False)
         if skipped:
             err_console.print(f"skipped inputs → {write_skipped(args.out, skipped)}", soft_wrap=True, highlight=False)
     return 1 if skipped else 0

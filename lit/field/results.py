@@ -164,26 +164,50 @@ def place_text(p: Prediction) -> str:
     return text + (f"; GPS not used: {p.place.problem}" if p.place.problem else "")
 
 
-def print_places(predictions: Sequence[Prediction], console: Console, limit: int = 20) -> None:
-    """How many images were answered with a place (by source), from the image alone, with malformed EXIF GPS; and once,
-    when places were known but the model has no prior."""
-    located = [p for p in predictions if p.place is not None and p.place.located]
-    sources = Counter(p.place.source for p in located if p.place is not None)
-    malformed = [p for p in predictions if p.place is not None and p.place.problem]
-    by_source = ", ".join(f"{s} {n}" for s, n in sorted(sources.items()))
-    line = f"places: {len(located)} image(s) with a place{f' ({by_source})' if by_source else ''}, " \
-           f"{len(predictions) - len(located)} image-only"
-    if malformed:
-        line += f", {len(malformed)} of them with malformed EXIF GPS"
+class Tally:
+    """What the summary says of the predictions, counted batch by batch (`lit predict` keeps no prediction: a folder of a
+    million photos costs the rows in flight, not a million Predictions)."""
+
+    def __init__(self, limit: int = 20) -> None:
+        self.limit, self.predicted, self.unweighed = limit, 0, 0
+        self.sources: Counter[str] = Counter()
+        self.malformed: list[tuple[str, str]] = []  # the first `limit` (path, problem)
+        self.malformed_count = 0
+
+    def add(self, predictions: Sequence[Prediction]) -> None:
+        for p in predictions:
+            self.predicted += 1
+            if p.place is None:
+                continue
+            if p.place.located:
+                self.sources[p.place.source] += 1
+                self.unweighed += p.image_only is None
+            if p.place.problem:
+                self.malformed_count += 1
+                if len(self.malformed) < self.limit:
+                    self.malformed.append((p.path, p.place.problem))
+
+    @property
+    def located(self) -> int:
+        return sum(self.sources.values())
+
+
+def print_places(tally: Tally, console: Console) -> None:
+    """How many images were answered with a place (by source), from the image alone, with malformed EXIF GPS (the first
+    `tally.limit` listed); and once, when places were known but the model has no prior."""
+    limit = tally.limit
+    by_source = ", ".join(f"{s} {n}" for s, n in sorted(tally.sources.items()))
+    line = f"places: {tally.located} image(s) with a place{f' ({by_source})' if by_source else ''}, " \
+           f"{tally.predicted - tally.located} image-only"
+    if tally.malformed_count:
+        line += f", {tally.malformed_count} of them with malformed EXIF GPS"
     console.print(line, highlight=False)
-    for p in malformed[:limit]:
-        console.print(f"  malformed GPS in {p.path}: {p.place.problem if p.place else ''}", soft_wrap=True, markup=False,
-                      highlight=False)
-    if len(malformed) > limit:
-        console.print(f"  ... and {len(malformed) - limit} more", highlight=False)
-    unweighed = sum(1 for p in located if p.image_only is None)
-    if unweighed:
-        console.print(f"the model has no location prior: the place of {unweighed} image(s) was recorded but changed "
+    for path, problem in tally.malformed:
+        console.print(f"  malformed GPS in {path}: {problem}", soft_wrap=True, markup=False, highlight=False)
+    if tally.malformed_count > limit:
+        console.print(f"  ... and {tally.malformed_count - limit} more", highlight=False)
+    if tally.unweighed:
+        console.print(f"the model has no location prior: the place of {tally.unweighed} image(s) was recorded but changed "
                       "nothing (train one with `lit prior JOB.yaml`, then export again for an ONNX model)", highlight=False)
 
 
@@ -196,5 +220,5 @@ def print_summary(predicted: int, skipped: Sequence[Skipped], console: Console, 
         console.print(f"  ... and {len(skipped) - limit} more", highlight=False)
 
 
-__all__ = ["FORMATS", "PLACE_COLUMNS", "PRIOR_COLUMNS", "RowWriter", "check_out", "csv_header", "csv_row", "place_cells",
+__all__ = ["FORMATS", "PLACE_COLUMNS", "PRIOR_COLUMNS", "RowWriter", "Tally", "check_out", "csv_header", "csv_row", "place_cells",
            "place_text", "prediction_table", "print_places", "print_summary", "row_writer", "skipped_lines", "write_skipped"]

@@ -10,6 +10,7 @@ import pytest
 
 from lit.cli import main
 from lit.data.inat import RANKS
+from lit.field.scoring import Prediction
 from tests.field.conftest import FieldRun
 
 
@@ -113,3 +114,41 @@ def test_broken_links_in_a_folder_are_skipped_and_thin_images_predicted(engine: 
     listed = (tmp_path / "p.csv.skipped.txt").read_text().splitlines()
     assert [Path(line.split("\t")[0]).name for line in listed] == ["gone.jpg"] and "broken link" in listed[0]
     assert sorted(Path(r["path"]).name for r in read_csv(out)) == sorted([*(p.name for p in field_run.images[:3]), "thin.png"])
+
+
+def test_without_keep_every_row_reaches_on_rows_and_none_is_kept(field_run: FieldRun, mixed_folder: tuple[Path, int]) -> None:
+    """`lit predict`'s path: rows go to the writer batch by batch; the list a million photos would fill stays empty."""
+    from lit.field.classifier import Classifier
+    from lit.field.images import discover
+
+    clf = Classifier.load(field_run.run, device="cpu")
+    paths, _ = discover([str(mixed_folder[0])])
+    kept, skipped = clf.predict_files(paths, clf.scorer(), batch_size=8, workers=0, progress=False)
+    seen: list[list[Prediction]] = []
+    none, skipped_too = clf.predict_files(paths, clf.scorer(), batch_size=8, workers=0, progress=False,
+                                          on_rows=seen.append, keep=False)
+    assert none == [] and len(seen) >= 5  # 40 photos in batches of 8
+    assert [json.dumps(p.to_json()) for rows in seen for p in rows] == [json.dumps(p.to_json()) for p in kept]
+    assert [s.path for s in skipped_too] == [s.path for s in skipped] and len(skipped) == 2
+
+
+def test_the_tally_counts_places_and_lists_the_first_malformed(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    from lit.data.places import Place
+    from lit.field.exif import PlaceUsed
+    from lit.field.results import Tally, print_places
+    from lit.field.scoring import Answer
+
+    here = PlaceUsed(Place(10.0, 20.0, 150.0), "flags", date="2021-05-30")
+    broken = PlaceUsed(Place(), "exif", problem="GPSLatitude has a zero denominator")
+    unknown = Answer(None, "unknown", (), 0.0, 0.0)
+    tally = Tally(limit=3)
+    tally.add([Prediction(f"a{i}.jpg", [], unknown, place=here) for i in range(4)])  # located, no prior: unweighed
+    tally.add([Prediction(f"b{i}.jpg", [], unknown, place=broken) for i in range(5)])
+    tally.add([Prediction("c.jpg", [], unknown)])
+    assert (tally.predicted, tally.located, tally.unweighed, tally.malformed_count) == (10, 4, 4, 5)
+    print_places(tally, Console(stderr=True, width=200))
+    err = capsys.readouterr().err
+    assert "places: 4 image(s) with a place (flags 4), 6 image-only, 5 of them with malformed EXIF GPS" in err
+    assert err.count("malformed GPS in b") == 3 and "... and 2 more" in err and "place of 4 image(s) was recorded" in err
