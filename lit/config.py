@@ -10,6 +10,7 @@ configuration reference is generated from these, see `lit.configdoc`). Load with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -168,7 +169,9 @@ class TrainConfig:
     accum_steps: int = 1
     """Micro-batches accumulated per optimizer step."""
     loss: Literal["clip", "siglip"] = "clip"
-    """Contrastive loss: `clip` (open_clip ClipLoss, the paper's softmax) or `siglip` (open_clip SigLipLoss, sigmoid; the model gets a trained logit bias, initialised as open_clip's --siglip: scale 10, bias -10)."""
+    """Contrastive loss: `clip` (open_clip ClipLoss, the paper's softmax) or `siglip` (open_clip SigLipLoss, sigmoid; the model gets a trained logit bias: scale 10 as open_clip's --siglip, bias train.siglip_bias)."""
+    siglip_bias: float | None = None
+    """Initial logit bias of a sigmoid model (train.loss: siglip); null: -log(data.batch_size x world size), so that the sigmoid starts at the share of positive pairs in a step's batch. open_clip's --siglip -10 is that value for batches near e^10 = 22,000; at the toy sets' batch of 32 it starts so low that a short run does not learn (docs/experiments.md)."""
     local_loss: bool = False
     """open_clip ClipLoss: compute logits against the gathered batch for local rows only."""
     gather_with_grad: bool = False
@@ -198,6 +201,9 @@ class TrainConfig:
         _check(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
         _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
         _check(self.stop_at_step >= 0, "stop_at_step", f"must be >= 0, got {self.stop_at_step}")
+        _check(self.siglip_bias is None or self.loss == "siglip", "siglip_bias",
+               f"is {self.siglip_bias}, but only a sigmoid model has a logit bias: set train.loss=siglip, or siglip_bias=null")
+        _check(self.siglip_bias is None or math.isfinite(self.siglip_bias), "siglip_bias", f"must be finite, got {self.siglip_bias}")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ agreed step boundary with a checkpoint and EXIT_PREEMPTED.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,6 +63,13 @@ def plan_steps(cfg: Config, folder: ShardFolder, world: int) -> StepPlan:
     if steps < 1:
         raise ConfigError("", "data.batch_size", f"one step takes {global_batch} samples (batch_size x world x accum_steps) but an epoch has {samples}")
     return StepPlan(samples, global_batch, steps, cfg.train.epochs)
+
+
+def siglip_bias(cfg: Config, world: int) -> float:
+    """A sigmoid model's initial logit bias: train.siglip_bias, or -log(the pairs' batch: data.batch_size x world)."""
+    if cfg.train.siglip_bias is not None:
+        return float(cfg.train.siglip_bias)
+    return -math.log(cfg.data.batch_size * world)
 
 
 def check_cache(cfg: Config, folder: ShardFolder, tower_fingerprint: str) -> None:
@@ -162,6 +170,10 @@ def _run(cfg: Config, info: dist.DistInfo, device: torch.device) -> int:
     plan = plan_steps(cfg, folder, info.world_size)
     built = build_model(cfg.model, device, seed=cfg.train.seed, loss=cfg.train.loss)
     tower_fp = fingerprint(built.model, built.preprocess_val)
+    bias = getattr(built.model, "logit_bias", None)
+    if bias is not None:  # a sigmoid model; a resumed run then loads its trained bias over this
+        with torch.no_grad():
+            bias.fill_(siglip_bias(cfg, info.world_size))
     if cfg.data.image_source == "cached":
         check_cache(cfg, folder, tower_fp)
     counts = describe(built.model)

@@ -3,6 +3,7 @@ to an uninterrupted one."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -250,3 +251,13 @@ def test_another_frozen_tower_or_model_is_refused(engine_data: dict, tmp_path: P
     assert run(tiny_config(run_dir, engine_data, ["train.stop_at_step=2"])) == 0
     with pytest.raises(CheckpointError, match=r"trained on another frozen image tower.*new run_dir"):
         run(tiny_config(run_dir, engine_data, ["model.name=lit-effnet-lite0-minilm", "model.image_weights=pkg:efficientnet-lite0"]))
+
+
+def test_the_sigmoid_models_bias_starts_at_the_share_of_positives_unless_set(engine_data: dict, tmp_path: Path) -> None:
+    """Null: -log(pairs in a step's batch) (batch 8, one rank: -log 8); train.siglip_bias sets it (open_clip's -10)."""
+    for name, extra, start in (("auto", [], -math.log(8)), ("set", ["train.siglip_bias=-10"], -10.0)):
+        assert run(tiny_config(tmp_path / name, engine_data, ["train.loss=siglip", "train.stop_at_step=1", *extra])) == 0
+        bias = float(final_state(tmp_path / name)["model"]["logit_bias"])
+        assert bias == pytest.approx(start, abs=0.01) and bias != start  # one step of training moved it a little
+    with pytest.raises(ConfigError, match=r"train\.siglip_bias.*train\.loss=siglip"):
+        tiny_config(tmp_path / "clip", engine_data, ["train.siglip_bias=-3"])
