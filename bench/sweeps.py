@@ -1,6 +1,6 @@
 """`python -m bench.sweeps [SWEEP_DIR ...]`: put the measured experiment sweeps into BENCHMARKS.md.
 
-The sweeps (`make ablation`, `make divergence`, `make ablation-recipe`, with `THREADS=N`) take
+The sweeps (`make ablation`, `make divergence`, `make ablation-recipe`, with `THREADS=N`; jobs/sweeps/siglip-bias.yaml) take
 minutes to an hour, so `make bench` does not run them; after they ran, this tool renders each
 sweep folder's report.json (its statistics, `launcher.compare`) as a section of BENCHMARKS.md with
 the machine (`SWEEP_DIR/machine.json`) and the date it ran, replacing that sweep's earlier section.
@@ -20,11 +20,12 @@ from bench.__main__ import RAW, REPO, machine, markdown
 from launcher.compare import markdown as analysis_markdown
 
 DEFAULT = ("runs/sweeps/ablation-warmup", "runs/sweeps/ablation-warmup-threads1", "runs/sweeps/divergence-grid",
-           "runs/sweeps/ablation-recipe")
+           "runs/sweeps/ablation-recipe", "runs/sweeps/siglip-bias")
 TITLES = {"ablation-warmup": "Warm-up ablation in miniature (make ablation)",
           "ablation-warmup-threads1": "Warm-up ablation with 1 thread per member (make ablation THREADS=1)",
           "divergence-grid": "Divergence in miniature: learning rate x warm-up (make divergence)",
-          "ablation-recipe": "Loss and caption recipe beside the probe (make ablation-recipe)"}
+          "ablation-recipe": "Loss and caption recipe beside the probe (make ablation-recipe)",
+          "siglip-bias": "The sigmoid loss's initial bias (python -m launcher ablation --sweep-file jobs/sweeps/siglip-bias.yaml)"}
 
 
 def section(folder: Path) -> dict[str, Any] | None:

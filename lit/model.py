@@ -138,6 +138,8 @@ LOSS_INIT: dict[str, dict[str, float]] = {
 }
 """open_clip constructor arguments each loss needs (train.loss): open_clip_train's `--siglip` initialisation.
 
+Training then sets the bias it starts from to train.siglip_bias (default -log of a step's batch: lit.train.run.siglip_bias).
+
 A sigmoid model has a trained `logit_bias` beside `logit_scale`; a checkpoint, its open_clip export
 (open_clip_config.json's model_cfg) and its ONNX export (manifest.json) carry it.
 """
