@@ -276,7 +276,10 @@ def test_usr2_checkpoints_requeues_and_resumes_exactly(scenarios: dict[str, Futu
     assert (first.job_id, second.job_id, second.requeue, second.get("slurm_restart")) == (job_id, job_id, 1, 1 + len(retried))
     assert second.start_step == stop and second.last_stop.startswith("SIGUSR2")
     assert train_steps(run_dir) == list(range(1, STEPS + 1))  # no step trained twice, none skipped
-    assert "Requeued job" in log_text(run_dir, job_id, 0)  # submitit's own requeue path on rank 0
+    # submitit's own handler on rank 0 took the signal (checkpoint_and_try_requeue). Its later "Requeued job" line is
+    # written after `scontrol requeue` returns, when SLURM may already have killed the task: not asserted (seen missing
+    # once in CI); the requeue itself is proven above (the same job id, requeue 1, SLURM's restart count).
+    assert "Caught signal SIGUSR2" in log_text(run_dir, job_id, 0)
     reference = outcome(scenarios, "uninterrupted")
     assert reference["state"] == "COMPLETED"
     assert_same_weights(run_dir, reference["run_dir"])
