@@ -115,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
 
     # Rows are written (or printed) and counted batch by batch; none is kept (keep=False).
     with row_writer(args.out, args.top) if args.out else nullcontext() as writer:
+        sink = writer.write if writer is not None else show
+
         def take(rows: list[Prediction]) -> None:
-            (writer.write if writer is not None else show)(rows)
+            sink(rows)
             tally.add(rows)
 
         _, bad = classifier.predict_files(paths, scorer, place=place, batch_size=args.batch_size, workers=args.workers,
